@@ -1,0 +1,199 @@
+"""Typed view of ``params.yaml``: the one place that reads and validates parameters."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from peru_sentiment.errors import ConfigError
+from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS
+
+__all__ = ["ConfigError", "Params", "load_params", "load_yaml"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelParams(_Strict):
+    share: float = Field(gt=0)
+    aspect_counts: list[float] = Field(min_length=1)
+    short_text: float = Field(ge=0, le=1)
+    opener: float = Field(ge=0, le=1)
+    closer: float = Field(ge=0, le=1)
+
+
+class NoiseParams(_Strict):
+    typo: float = Field(ge=0, le=1)
+    missing_accents: float = Field(ge=0, le=1)
+    repeated_letters: float = Field(ge=0, le=1)
+    emoji: float = Field(ge=0, le=1)
+    all_caps: float = Field(ge=0, le=1)
+    personal_data: float = Field(ge=0, le=1)
+
+
+class IncidentParams(_Strict):
+    region: str
+    aspect: str
+    start: dt.date
+    end: dt.date
+    negative_share: float = Field(gt=0, le=1)
+    description: str
+
+    @model_validator(mode="after")
+    def _check(self) -> IncidentParams:
+        if self.aspect not in ASPECTS:
+            raise ValueError(f"unknown aspect {self.aspect!r}; use one of {', '.join(ASPECTS)}")
+        if self.end < self.start:
+            raise ValueError(f"incident ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+class GenerateParams(_Strict):
+    seed: int
+    rows: int = Field(gt=0)
+    start: dt.date
+    end: dt.date
+    english_share: float = Field(ge=0, le=1)
+    code_switching_share: float = Field(ge=0, le=1)
+    label_distribution: dict[str, float]
+    hourly_weights: list[float] = Field(min_length=24, max_length=24)
+    channels: dict[str, ChannelParams]
+    star_noise: float = Field(ge=0, le=1)
+    noise: NoiseParams
+    incidents: list[IncidentParams] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateParams:
+        if set(self.label_distribution) != set(LABELS):
+            raise ValueError(f"label_distribution needs exactly the labels {', '.join(LABELS)}")
+        if abs(sum(self.label_distribution.values()) - 1) > 1e-6:
+            raise ValueError("label_distribution must sum to 1")
+        unknown = set(self.channels) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown channels {sorted(unknown)}; use {', '.join(CHANNELS)}")
+        if self.end < self.start:
+            raise ValueError("generate.end is before generate.start")
+        return self
+
+
+class ColumnMap(_Strict):
+    text: str
+    label: str | None = None
+    stars: str | None = None
+    region: str | None = None
+    channel: str | None = None
+    timestamp: str | None = None
+    language: str | None = None
+    source_id: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ColumnMap:
+        if (self.label is None) == (self.stars is None):
+            raise ValueError("map exactly one of `label` or `stars` to a column")
+        return self
+
+
+class SourceParams(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: Path
+    role: Literal["train", "external"] = "train"
+    columns: ColumnMap
+    labels: dict[str, str] | None = None
+    encoding: str = "utf-8"
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_known(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            bad = sorted(set(value.values()) - set(LABELS))
+            if bad:
+                raise ValueError(f"labels map to unknown labels {bad}; use {', '.join(LABELS)}")
+        return value
+
+
+class StarParams(_Strict):
+    negative_max: int
+    positive_min: int
+
+
+class IngestParams(_Strict):
+    sources: list[SourceParams] = []
+    stars: StarParams
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, value: list[SourceParams]) -> list[SourceParams]:
+        names = [source.name for source in value]
+        if len(names) != len(set(names)):
+            raise ValueError("ingest.sources names must be unique")
+        return value
+
+
+class NearDuplicateParams(_Strict):
+    shingle_size: int = Field(ge=1)
+    num_perm: int = Field(ge=16)
+    threshold: float = Field(gt=0, le=1)
+    seed: int
+
+
+class PreprocessParams(_Strict):
+    detect_languages: list[str] = Field(min_length=2)
+    min_language_confidence: float = Field(ge=0, le=1)
+    stopwords: list[str]
+    lexicons: dict[str, str]
+
+
+class TopicParams(_Strict):
+    n_topics: int = Field(ge=2)
+    max_features: int = Field(ge=10)
+    seed: int
+
+
+class SplitParams(_Strict):
+    seed: int
+    validation: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+    topics: TopicParams
+
+
+class Params(BaseModel):
+    """All pipeline parameters. Sections later stages add are kept but not validated here."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    generate: GenerateParams
+    ingest: IngestParams
+    near_duplicates: NearDuplicateParams
+    preprocess: PreprocessParams
+    split: SplitParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; raise ConfigError with a readable message."""
+    raw = load_yaml(path)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
+        )
+        raise ConfigError(f"{path} is invalid: {problems}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Load a YAML mapping, turning a missing or malformed file into a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; run from the repository root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data

@@ -1,0 +1,105 @@
+"""The ``split`` stage: stratified train / validation / test without duplicate leakage.
+
+Exact and near-duplicate texts are grouped first (``dedup.duplicate_groups``)
+and every group goes whole into one split, stratified by label and language
+(scikit-learn's StratifiedGroupKFold). A separate check then compares the
+finished splits text by text and fails the stage if any duplicate crosses them.
+Rows imported with role ``external`` are held out as their own evaluation set.
+Topics (NMF) are fitted on the training split only and assigned to every split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from peru_sentiment.config import NearDuplicateParams, SplitParams
+from peru_sentiment.data.dedup import cross_duplicates, duplicate_groups
+from peru_sentiment.errors import DataError
+from peru_sentiment.text.features import TopicModel
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+def _hold_out(frame: pd.DataFrame, fraction: float, groups: np.ndarray, seed: int) -> np.ndarray:
+    """Boolean mask of about `fraction` of the rows, whole groups only, stratified by label x language."""
+    folds = max(2, round(1 / fraction))
+    strata = frame["label"].astype(str) + "|" + frame["language"].astype(str)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    _, held = next(splitter.split(frame, strata, groups))
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[held] = True
+    return mask
+
+
+def assign_splits(frame: pd.DataFrame, params: SplitParams, near: NearDuplicateParams) -> pd.Series:
+    """Split name per row of the training pool."""
+    groups = duplicate_groups(frame["text"].tolist(), near)
+    log.info("%d rows form %d duplicate groups", len(frame), len(np.unique(groups)))
+    test = _hold_out(frame, params.test, groups, params.seed)
+    rest = np.flatnonzero(~test)
+    validation_share = params.validation / (1 - params.test)
+    validation = np.zeros(len(frame), dtype=bool)
+    validation[rest[_hold_out(frame.iloc[rest], validation_share, groups[rest], params.seed)]] = True
+    return pd.Series(np.select([test, validation], ["test", "validation"], "train"), index=frame.index)
+
+
+def find_leakage(splits: dict[str, pd.DataFrame], near: NearDuplicateParams) -> list[dict]:
+    """Every pair of rows in different splits whose texts are exact or near duplicates."""
+    leaks = []
+    for first, second in itertools.combinations([name for name in splits if len(splits[name])], 2):
+        pairs = cross_duplicates(splits[second]["text"].tolist(), splits[first]["text"].tolist(), near)
+        for i, j in pairs:
+            leaks.append(
+                {
+                    "splits": [first, second],
+                    "ids": [splits[first]["feedback_id"].iloc[j], splits[second]["feedback_id"].iloc[i]],
+                }
+            )
+    return leaks
+
+
+def check_leakage(splits: dict[str, pd.DataFrame], near: NearDuplicateParams) -> None:
+    """Raise DataError if any exact or near duplicate crosses two splits."""
+    leaks = find_leakage(splits, near)
+    if leaks:
+        examples = "; ".join(
+            f"{leak['ids'][0]} ({leak['splits'][0]}) ~ {leak['ids'][1]} ({leak['splits'][1]})" for leak in leaks[:5]
+        )
+        raise DataError(f"{len(leaks)} duplicate texts cross splits, e.g. {examples}")
+
+
+def split_feedback(
+    frame: pd.DataFrame, params: SplitParams, near: NearDuplicateParams
+) -> tuple[dict[str, pd.DataFrame], dict[int, list[str]], dict]:
+    """Split the training pool, hold out external rows, check leakage and add ``topic_id``."""
+    pool = frame[frame["role"] == "train"].reset_index(drop=True)
+    if pool.empty:
+        raise DataError("no rows to split: every row is external; add synthetic data or a train source")
+    assignment = assign_splits(pool, params, near)
+    splits = {name: pool[assignment == name].reset_index(drop=True) for name in SPLITS}
+    splits["external"] = frame[frame["role"] == "external"].reset_index(drop=True)
+    log.info("checking the splits for leakage")
+    check_leakage(splits, near)
+
+    topics = TopicModel(params.topics).fit(splits["train"]["text_classical"])
+    for _name, split in splits.items():
+        split["topic_id"] = topics.assign(split["text_classical"]) if len(split) else pd.Series(dtype="int64")
+
+    summary = {
+        "rows_in": len(frame),
+        "rows_out": sum(len(split) for split in splits.values()),
+        "sizes": {name: len(split) for name, split in splits.items()},
+        "label_shares": {
+            name: {k: round(float(v), 4) for k, v in split["label"].value_counts(normalize=True).sort_index().items()}
+            for name, split in splits.items()
+            if len(split)
+        },
+    }
+    return splits, topics.top_words(), summary

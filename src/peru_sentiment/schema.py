@@ -1,0 +1,39 @@
+"""Names shared by every stage: labels, aspects, channels and the feedback columns."""
+
+LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+LABEL_TO_ID: dict[str, int] = {label: index for index, label in enumerate(LABELS)}
+
+# Aspects of a food-delivery experience that a statement can be about;
+# "general" is an overall impression with no specific aspect.
+ASPECTS: tuple[str, ...] = (
+    "general",
+    "delivery_time",
+    "food_quality",
+    "courier",
+    "order_accuracy",
+    "app_payment",
+    "price_promotions",
+    "customer_support",
+)
+CHANNELS: tuple[str, ...] = ("survey", "app_review", "social_media", "support_chat")
+LANGUAGES: tuple[str, ...] = ("es", "en", "other")
+
+# Columns every feedback table carries after the import, synthetic or real.
+FEEDBACK_COLUMNS: tuple[str, ...] = (
+    "feedback_id",
+    "text",
+    "label",
+    "language",
+    "region",
+    "channel",
+    "timestamp",
+    "source",
+    "source_id",
+)
+
+UNKNOWN_REGION = "unknown"
+
+
+def aspect_column(aspect: str) -> str:
+    """Name of the ground-truth polarity column of an aspect in the synthetic data."""
+    return f"aspect_{aspect}"

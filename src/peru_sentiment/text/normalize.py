@@ -1,0 +1,22 @@
+"""Text repair and normalisation for the model input.
+
+The BERT input keeps case, accents, punctuation and emojis: they carry
+sentiment ("BUENÍSIMO!!!", "😡"). Only broken encoding, odd Unicode forms,
+control characters and runs of whitespace are fixed here.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import ftfy
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Repair mojibake (ftfy), apply NFC, drop control characters and collapse whitespace."""
+    repaired = ftfy.fix_text(text, normalization="NFC")
+    return _SPACES.sub(" ", _CONTROL.sub(" ", unicodedata.normalize("NFC", repaired))).strip()
