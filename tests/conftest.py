@@ -39,3 +39,46 @@ def corpus(params, regions, phrasebook, vocabulary):
     """A 3,000-row synthetic corpus shared by the tests that only read it."""
     generate = params.generate.model_copy(update={"rows": 3000})
     return synthetic.generate_feedback(generate, regions, phrasebook, vocabulary, progress=False)
+
+
+TOY_WORDS = {
+    "negative": ["pésimo", "frío", "tardísimo", "horrible", "awful", "roche"],
+    "neutral": ["pedí", "hoy", "lunes", "casa", "order", "tarde"],
+    "positive": ["bacán", "excelente", "rico", "rapidísimo", "great", "chévere"],
+}
+
+
+def toy_feedback(rows: int, seed: int):
+    """A learnable toy task: one sentiment word among neutral filler decides the label."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(rows):
+        label = ("negative", "neutral", "positive")[i % 3]
+        words = [*rng.choice(TOY_WORDS["neutral"], size=rng.integers(1, 6)), rng.choice(TOY_WORDS[label])]
+        words += list(rng.choice(TOY_WORDS["neutral"], size=rng.integers(0, 12)))
+        records.append({"feedback_id": f"toy-{seed}-{i}", "text": " ".join(words), "label": label})
+    return pd.DataFrame(records)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, params):
+    from peru_sentiment.model.checkpoints import write_tiny_checkpoint
+
+    texts = toy_feedback(300, seed=0)["text"]
+    tiny = params.pretrained.tiny.model_copy(update={"hidden": 32, "intermediate": 64, "vocab_size": 200})
+    return write_tiny_checkpoint(texts, tmp_path_factory.mktemp("tiny"), **tiny.model_dump())
+
+
+@pytest.fixture(scope="session")
+def tiny_train_params(params):
+    """Training parameters that fit a tiny model in seconds."""
+    return params.train.model_copy(
+        update={
+            "epochs": 4, "batch_size": 16, "learning_rate": 2e-3, "warmup_ratio": 0.1, "trainable_layers": 2,
+            "max_length": 32, "bucket_lengths": [8, 16, 32], "jit_compile": False, "freeze_word_embeddings": False,
+            "early_stopping_patience": 4,
+        }
+    )  # fmt: skip

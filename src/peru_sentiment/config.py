@@ -161,6 +161,76 @@ class SplitParams(_Strict):
     topics: TopicParams
 
 
+class TinyBertParams(_Strict):
+    hidden: int = Field(ge=8)
+    layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    intermediate: int = Field(ge=8)
+    vocab_size: int = Field(ge=100)
+    max_positions: int = Field(ge=16)
+    seed: int
+
+
+class PretrainedParams(_Strict):
+    """What the ``pretrained`` stage builds into ``models/pretrained``."""
+
+    kind: Literal["e5-small", "tiny"]
+    tiny: TinyBertParams
+
+
+class ModelParams(_Strict):
+    checkpoint: str  # local Hugging Face directory or hf://<org>/<name>
+    text_prefix: str = ""
+
+
+class Hyperparameters(_Strict):
+    """The values the sweep searches; ``train`` holds the defaults, the sweep's best overrides them."""
+
+    learning_rate: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    pooling: Literal["mean", "cls"]
+    trainable_layers: int = Field(ge=0)
+    max_length: int = Field(ge=8)
+
+
+class TrainParams(Hyperparameters):
+    seed: int
+    epochs: int = Field(ge=1)
+    train_rows: int | None = Field(default=None, ge=10)  # cap on training rows (stratified sample); null = all
+    weight_decay: float = Field(ge=0)
+    loss: Literal["cross_entropy", "focal"]
+    focal_gamma: float = Field(ge=0)
+    class_weights: bool
+    early_stopping_patience: int = Field(ge=0)
+    bucket_lengths: list[int] = Field(min_length=1)
+    jit_compile: bool
+    freeze_word_embeddings: bool
+    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"]
+    distribution: Literal["default", "mirrored"]
+
+    def with_hyperparameters(self, values: dict) -> TrainParams:
+        """These parameters with the given hyperparameters (e.g. the sweep's best) replacing the defaults."""
+        unknown = set(values) - set(Hyperparameters.model_fields)
+        if unknown:
+            raise ConfigError(f"unknown hyperparameters {sorted(unknown)}")
+        return self.model_copy(update=values)
+
+
+class TuneParams(_Strict):
+    search_space: Path
+    epochs: int = Field(ge=1)  # epochs per trial (Hyperband sets its own)
+    train_rows: int | None = Field(default=None, ge=10)  # training rows each trial sees (stratified sample)
+    validation_rows: int | None = Field(default=None, ge=10)
+
+
+class EvaluateParams(_Strict):
+    batch_size: int = Field(ge=1)
+    calibration_bins: int = Field(ge=2)
+    breakdowns: list[str]
+
+
 class Params(BaseModel):
     """All pipeline parameters. Sections later stages add are kept but not validated here."""
 
@@ -171,6 +241,11 @@ class Params(BaseModel):
     near_duplicates: NearDuplicateParams
     preprocess: PreprocessParams
     split: SplitParams
+    pretrained: PretrainedParams
+    model: ModelParams
+    train: TrainParams
+    tune: TuneParams
+    evaluate: EvaluateParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

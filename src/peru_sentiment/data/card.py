@@ -20,25 +20,18 @@ def feedback_counts(frame: pd.DataFrame) -> dict:
 
 def write_data_card(frame: pd.DataFrame, path: Path, title: str, notes: list[str], examples: int = 12) -> None:
     """Markdown data card with the counts, a label x channel table and example rows."""
-    counts = feedback_counts(frame)
-    lines = [f"# {title}", "", *notes, "", f"Rows: **{counts['rows']}**", ""]
+    rows = max(1, len(frame))
+    lines = [f"# {title}", "", *notes, "", f"Rows: **{len(frame)}**", ""]
     for column in BREAKDOWNS:
-        if column in counts:
-            lines += [f"## By {column}", "", f"| {column} | rows | share |", "| --- | ---: | ---: |"]
-            lines += [f"| {k} | {v} | {v / max(1, counts['rows']):.1%} |" for k, v in counts[column].items()]
-            lines.append("")
+        if column in frame:
+            counts = frame[column].value_counts().sort_index().rename("rows").to_frame()
+            counts["share"] = (counts["rows"] / rows).map("{:.1%}".format)
+            lines += [f"## By {column}", "", counts.to_markdown(), ""]
     if {"label", "channel"} <= set(frame.columns):
-        table = pd.crosstab(frame["channel"], frame["label"])
-        lines += ["## Label by channel", "", "| channel | " + " | ".join(table.columns) + " |"]
-        lines += ["| --- |" + " ---: |" * len(table.columns)]
-        lines += [f"| {channel} | " + " | ".join(str(v) for v in row) + " |" for channel, row in table.iterrows()]
-        lines.append("")
-    sample = frame.sample(frac=1, random_state=0).groupby("label").head(max(1, examples // 3)).sort_values("label")
-    lines += ["## Examples", "", "| label | channel | language | region | text |", "| --- | --- | --- | --- | --- |"]
-    for _, row in sample.iterrows():
-        text = str(row["text"]).replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| {row.get('label')} | {row.get('channel')} | {row.get('language')} | {row.get('region')} | {text} |"
-        )
+        lines += ["## Label by channel", "", pd.crosstab(frame["channel"], frame["label"]).to_markdown(), ""]
+    columns = [c for c in ("label", "channel", "language", "region", "text") if c in frame]
+    if "label" in frame and len(frame):
+        sample = frame.sample(frac=1, random_state=0).groupby("label").head(max(1, examples // 3)).sort_values("label")
+        lines += ["## Examples", "", sample[columns].to_markdown(index=False), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines), encoding="utf-8")

@@ -1,0 +1,74 @@
+"""Classification metrics, calibration and per-group breakdowns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from peru_sentiment.schema import LABELS
+
+
+def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] = LABELS) -> dict:
+    """Accuracy, macro and weighted precision/recall/F1, per-class scores and the confusion matrix."""
+    y_true, y_pred = list(y_true), list(y_pred)
+    result: dict = {"rows": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred))}
+    for average in ("macro", "weighted"):
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=list(labels), average=average, zero_division=0
+        )
+        result[f"{average}_precision"], result[f"{average}_recall"], result[f"{average}_f1"] = (
+            float(precision), float(recall), float(f1),
+        )  # fmt: skip
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(labels), zero_division=0
+    )
+    result["per_class"] = {
+        label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+    }
+    result["confusion_matrix"] = {
+        "labels": list(labels),
+        "matrix": confusion_matrix(y_true, y_pred, labels=list(labels)).tolist(),  # rows: true, columns: predicted
+    }
+    return result
+
+
+def calibration(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15) -> dict:
+    """Expected calibration error of the top-class confidence, and the reliability diagram's data.
+
+    ECE = sum over equal-width confidence bins of (bin share) x |accuracy - mean confidence|.
+    """
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    reliability, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if not inside.any():
+            continue
+        accuracy, mean_confidence = float(correct[inside].mean()), float(confidence[inside].mean())
+        ece += inside.mean() * abs(accuracy - mean_confidence)
+        reliability.append(
+            {"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(inside.sum()),
+             "accuracy": accuracy, "confidence": mean_confidence}
+        )  # fmt: skip
+    return {"ece": float(ece), "bins": bins, "reliability": reliability}
+
+
+def breakdown(frame: pd.DataFrame, column: str, y_true: Sequence[str], y_pred: Sequence[str]) -> dict:
+    """Rows, accuracy and macro-F1 for each value of `column`."""
+    data = pd.DataFrame({"group": frame[column].to_numpy(), "true": list(y_true), "pred": list(y_pred)})
+    result = {}
+    for group, rows in data.groupby("group", sort=True):
+        result[str(group)] = {
+            "rows": len(rows),
+            "accuracy": float((rows["true"] == rows["pred"]).mean()),
+            "macro_f1": float(
+                f1_score(rows["true"], rows["pred"], labels=list(LABELS), average="macro", zero_division=0)
+            ),
+        }
+    return result

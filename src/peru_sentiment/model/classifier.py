@@ -1,0 +1,55 @@
+"""The sentiment classifier: a KerasHub BERT backbone, pooling, dropout and a dense head."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="peru_sentiment")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean of the token vectors over real (unpadded) positions, as e5 pools."""
+
+    def call(self, sequence, padding_mask):
+        mask = ops.expand_dims(ops.cast(padding_mask, sequence.dtype), -1)
+        return ops.sum(sequence * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="peru_sentiment")
+class FirstToken(keras.layers.Layer):
+    """The vector of the first token ([CLS] / <s>)."""
+
+    def call(self, sequence):
+        return sequence[:, 0, :]
+
+
+def build_classifier(backbone, num_classes: int, pooling: str = "mean", dropout: float = 0.1) -> keras.Model:
+    """Inputs ``token_ids`` and ``padding_mask`` (batch, length) -> class logits."""
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+    outputs = backbone({"token_ids": token_ids, "segment_ids": ops.zeros_like(token_ids), "padding_mask": padding_mask})
+    sequence = outputs["sequence_output"]
+    pooled = (
+        MaskedMeanPooling(name="mean_pooling")(sequence, padding_mask) if pooling == "mean" else FirstToken()(sequence)
+    )
+    hidden = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(hidden)
+    return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, logits, name="sentiment_classifier")
+
+
+def freeze(backbone, trainable_layers: int, freeze_word_embeddings: bool) -> None:
+    """Keep only the top `trainable_layers` transformer layers trainable (and the embeddings unless frozen).
+
+    Freezing the 96M-parameter word embedding of e5-small saves a dense AdamW
+    update of the whole matrix every step, the largest single cost on a CPU.
+    """
+    layers = backbone.transformer_layers
+    for index, layer in enumerate(layers):
+        layer.trainable = index >= len(layers) - trainable_layers
+    backbone.pooled_dense.trainable = False  # the heads pool the sequence themselves
+    frozen_below = trainable_layers < len(layers)
+    backbone.token_embedding.trainable = not (freeze_word_embeddings or frozen_below)
+    for layer in (backbone.position_embedding, backbone.segment_embedding, backbone.embeddings_layer_norm):
+        layer.trainable = not frozen_below

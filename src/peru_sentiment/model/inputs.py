@@ -1,0 +1,120 @@
+"""From text to model inputs: fast tokenization outside the graph, length-bucketed batches.
+
+Feedback is short (median ~16 tokens) with a long tail, so padding every batch
+to the maximum length wastes most of the compute. Batches are drawn from
+length buckets and padded only to their bucket, and inference sorts texts by
+length before batching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+PAD_CANDIDATES = ("<pad>", "[PAD]")
+
+
+class TextEncoder:
+    """Token ids for texts, truncated to ``max_length`` (special tokens included), never padded."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, prefix: str = ""):
+        self.tokenizer = tokenizer
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length)
+        self.max_length = max_length
+        self.prefix = prefix
+        self.pad_id = next(
+            (tokenizer.token_to_id(token) for token in PAD_CANDIDATES if tokenizer.token_to_id(token) is not None), 0
+        )
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self.tokenizer.encode_batch([self.prefix + text for text in texts])]
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> dict[str, np.ndarray]:
+    """Right-pad to the longest sequence (or `length`); ``padding_mask`` is 1 on real tokens."""
+    width = length or max(len(sequence) for sequence in ids)
+    token_ids = np.full((len(ids), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(ids), width), dtype=np.int32)
+    for row, sequence in enumerate(ids):
+        token_ids[row, : len(sequence)] = sequence
+        mask[row, : len(sequence)] = 1
+    return {"token_ids": token_ids, "padding_mask": mask}
+
+
+def bucket_lengths_for(max_length: int, bucket_lengths: Sequence[int]) -> list[int]:
+    """The padded lengths in use: the configured ones below `max_length`, then `max_length`."""
+    return sorted({length for length in bucket_lengths if length < max_length} | {max_length})
+
+
+def make_dataset(
+    ids: Sequence[Sequence[int]],
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    bucket_lengths: Sequence[int],
+    pad_id: int,
+    num_classes: int,
+    shuffle_seed: int | None = None,
+    pad_to_bucket: bool = False,
+    drop_remainder: bool = False,
+):
+    """A cached ``tf.data`` pipeline of ({token_ids, padding_mask}, one-hot label) batches.
+
+    Texts are grouped by length into buckets (``bucket_lengths`` are the padded
+    lengths; the last must be at least the longest text). With ``shuffle_seed``
+    the order is reshuffled every epoch. ``pad_to_bucket`` pads every batch to
+    its bucket's length, so XLA sees a handful of shapes; otherwise a batch is
+    padded to its own longest text. One bucket of length ``max_length`` with
+    ``pad_to_bucket`` is the naive fixed-length padding.
+    """
+    import tensorflow as tf
+
+    lengths = sorted(bucket_lengths)
+    if max(len(sequence) for sequence in ids) > lengths[-1]:
+        raise ValueError(f"a text has more tokens than the largest bucket ({lengths[-1]}); truncate first")
+    targets = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+
+    def examples():
+        for sequence, target in zip(ids, targets, strict=True):
+            yield np.asarray(sequence, dtype=np.int32), target
+
+    signature = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([num_classes], tf.float32))
+    dataset = tf.data.Dataset.from_generator(examples, output_signature=signature).cache()
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(ids), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda tokens, _: tf.shape(tokens)[0],
+        bucket_boundaries=[length + 1 for length in lengths],
+        bucket_batch_sizes=[batch_size] * (len(lengths) + 1),
+        padded_shapes=([None], [num_classes]),
+        padding_values=(-1, 0.0),
+        pad_to_bucket_boundary=pad_to_bucket,
+        drop_remainder=drop_remainder,
+    )
+
+    def to_inputs(tokens, target):
+        mask = tokens >= 0
+        return {"token_ids": tf.where(mask, tokens, pad_id), "padding_mask": tf.cast(mask, tf.int32)}, target
+
+    return dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def predict_in_length_order(
+    predict: Callable[[dict[str, np.ndarray]], np.ndarray],
+    ids: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+) -> np.ndarray:
+    """Run `predict` on batches of similar length and return its outputs in the original order."""
+    order = np.argsort([len(sequence) for sequence in ids], kind="stable")
+    outputs = None
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        result = np.asarray(predict(pad_batch([ids[i] for i in chunk], pad_id)))
+        if outputs is None:
+            outputs = np.zeros((len(ids), *result.shape[1:]), dtype=result.dtype)
+        outputs[chunk] = result
+    return outputs if outputs is not None else np.zeros((0,))

@@ -1,0 +1,168 @@
+"""Hyperparameter sweep with Keras Tuner; objective: validation macro-F1.
+
+The search space lives in ``configs/tuning/*.yaml``. Each trial fine-tunes a
+fresh classifier (:class:`~peru_sentiment.training.trainer.Classifier`) on a
+sample of the training split and records its hyperparameters, metrics per
+epoch and duration. The best hyperparameters go to a JSON file the ``train``
+stage reads.
+
+Distributed mode: Keras Tuner runs one oracle (the chief) and any number of
+workers, configured only by environment variables — ``KERASTUNER_TUNER_ID``
+(``chief``, ``tuner0``, ``tuner1``, ...), ``KERASTUNER_ORACLE_IP`` and
+``KERASTUNER_ORACLE_PORT`` — with the same command on every machine and a
+shared ``--directory``. See the README.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import keras_tuner as kt
+import pandas as pd
+
+from peru_sentiment.config import Hyperparameters, TrainParams, load_yaml
+from peru_sentiment.errors import ConfigError
+from peru_sentiment.training.trainer import MONITOR, Classifier, encode_split, sample_rows
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = {"bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband, "random": kt.RandomSearch}
+RECORDS = "records"
+
+
+def load_search_space(path: Path) -> dict:
+    """Read and check a search-space file against the tunable hyperparameters."""
+    config = load_yaml(path)
+    unknown = set(config.get("space", {})) - set(Hyperparameters.model_fields)
+    if unknown:
+        raise ConfigError(f"{path}: {sorted(unknown)} cannot be tuned; use {sorted(Hyperparameters.model_fields)}")
+    if config.get("algorithm") not in ALGORITHMS:
+        raise ConfigError(f"{path}: algorithm must be one of {', '.join(ALGORITHMS)}")
+    return config
+
+
+def sample_hyperparameters(hp: kt.HyperParameters, space: dict) -> dict:
+    """Declare each searched hyperparameter on `hp` and return the values of this trial."""
+    values = {}
+    for name, rule in space.items():
+        if "choice" in rule:
+            values[name] = hp.Choice(name, rule["choice"])
+        elif "float" in rule:
+            low, high = rule["float"]
+            values[name] = hp.Float(name, low, high, sampling="log" if rule.get("log") else "linear")
+        elif "int" in rule:
+            low, high = rule["int"]
+            values[name] = hp.Int(name, low, high, step=rule.get("step", 1))
+        else:
+            raise ConfigError(f"search rule for {name} needs choice, float or int: {rule}")
+    return values
+
+
+class SentimentHyperModel(kt.HyperModel):
+    """Builds a classifier for a trial's hyperparameters and fits it on the trial's data."""
+
+    def __init__(self, checkpoint: str, base: TrainParams, space: dict, prefix: str,
+                 train: pd.DataFrame, validation: pd.DataFrame, records: Path):  # fmt: skip
+        super().__init__(name="sentiment")
+        self.checkpoint, self.base, self.space, self.prefix = checkpoint, base, space, prefix
+        self.train, self.validation, self.records = train, validation, records
+        self._classifier: Classifier | None = None
+
+    def build(self, hp: kt.HyperParameters):
+        params = self.base.with_hyperparameters(sample_hyperparameters(hp, self.space))
+        self._classifier = Classifier(self.checkpoint, params, self.prefix)
+        return self._classifier.model
+
+    def fit(self, hp: kt.HyperParameters, model, *args, callbacks=None, **kwargs):
+        classifier = self._classifier
+        if classifier is None or classifier.model is not model:
+            raise RuntimeError("fit() called for a model this hypermodel did not build")
+        if "epochs" in kwargs:  # Hyperband sets the epochs of each bracket
+            classifier.params = classifier.params.model_copy(update={"epochs": kwargs["epochs"]})
+        start = time.perf_counter()
+        history = classifier.fit(
+            encode_split(self.train, classifier.encoder),
+            encode_split(self.validation, classifier.encoder),
+            callbacks=callbacks,
+            verbose=2,
+        )
+        record = {
+            "hyperparameters": hp.values,
+            "epochs_run": len(history.history.get("loss", [])),
+            "history": {key: [round(float(v), 5) for v in values] for key, values in history.history.items()},
+            "duration_s": round(time.perf_counter() - start, 1),
+            "worker": os.environ.get("KERASTUNER_TUNER_ID", "local"),
+        }
+        self.records.mkdir(parents=True, exist_ok=True)
+        (self.records / f"{_key(hp.values)}.json").write_text(json.dumps(record, indent=2) + "\n")
+        return history
+
+
+def _key(values: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_tuner(hypermodel: SentimentHyperModel, config: dict, directory: Path, overwrite: bool) -> kt.Tuner:
+    objective = kt.Objective(MONITOR, direction="max")
+    common = {"objective": objective, "directory": str(directory), "project_name": "trials",
+              "overwrite": overwrite, "seed": config.get("seed")}  # fmt: skip
+    if config["algorithm"] == "hyperband":
+        return kt.Hyperband(hypermodel, max_epochs=config.get("max_epochs", 2), **common)
+    return ALGORITHMS[config["algorithm"]](hypermodel, max_trials=config.get("max_trials", 3), **common)
+
+
+def run_sweep(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    *,
+    checkpoint: str,
+    base: TrainParams,
+    prefix: str,
+    config: dict,
+    directory: Path,
+    train_rows: int | None,
+    validation_rows: int | None,
+    overwrite: bool = True,
+) -> kt.Tuner:
+    """Search; on a worker of a distributed sweep this runs the trials the chief hands out."""
+    train = sample_rows(train, train_rows, base.seed)
+    validation = sample_rows(validation, validation_rows, base.seed)
+    hypermodel = SentimentHyperModel(checkpoint, base, config["space"], prefix, train, validation, directory / RECORDS)
+    # In a distributed sweep only the chief may clear the shared directory.
+    is_worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
+    tuner = make_tuner(hypermodel, config, directory, overwrite and not is_worker)
+    log.info("sweep: %s over %d training texts, %d validation texts", config["algorithm"], len(train), len(validation))
+    tuner.search()
+    return tuner
+
+
+def summarize(tuner: kt.Tuner, base: TrainParams, directory: Path) -> tuple[pd.DataFrame, dict]:
+    """One row per trial (hyperparameters, best validation macro-F1, duration) and the best hyperparameters."""
+    records = {}
+    for path in sorted((directory / RECORDS).glob("*.json")):
+        records[path.stem] = json.loads(path.read_text())
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        record = records.get(_key(trial.hyperparameters.values), {})
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "status": trial.status,
+                MONITOR: trial.score,
+                **{k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")},
+                "epochs_run": record.get("epochs_run"),
+                "duration_s": record.get("duration_s"),
+                "worker": record.get("worker"),
+            }
+        )
+    table = pd.DataFrame(rows).sort_values(MONITOR, ascending=False, na_position="last").reset_index(drop=True)
+    best_values = tuner.get_best_hyperparameters(1)[0].values
+    best = {k: v for k, v in best_values.items() if k in Hyperparameters.model_fields}
+    best_params = base.with_hyperparameters(best)
+    return table, {name: getattr(best_params, name) for name in Hyperparameters.model_fields}

@@ -1,0 +1,135 @@
+"""Fine-tuning: datasets, optimiser and loss, and the fit loop with early stopping on macro-F1.
+
+The same functions serve the ``tune`` stage (one call per trial) and the
+``train`` stage (the best configuration, retrained).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pandas as pd
+
+from peru_sentiment.config import TrainParams
+from peru_sentiment.model.checkpoints import load_backbone, load_tokenizer
+from peru_sentiment.model.classifier import build_classifier, freeze
+from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, make_dataset
+from peru_sentiment.schema import LABEL_TO_ID, LABELS
+
+log = logging.getLogger(__name__)
+
+MONITOR = "val_macro_f1"
+
+
+@dataclass
+class EncodedSplit:
+    ids: list[list[int]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode_split(frame: pd.DataFrame, encoder: TextEncoder) -> EncodedSplit:
+    unknown = sorted(set(frame["label"]) - set(LABELS))
+    if unknown:
+        raise ValueError(f"unknown labels {unknown}")
+    return EncodedSplit(encoder.encode(frame["text"].tolist()), frame["label"].map(LABEL_TO_ID).to_numpy())
+
+
+def sample_rows(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
+    """At most `rows` rows, stratified by label (all rows when `rows` is None or larger)."""
+    if rows is None or rows >= len(frame):
+        return frame
+    share = rows / len(frame)
+    return frame.groupby("label", group_keys=False).sample(frac=share, random_state=seed).reset_index(drop=True)
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """n / (k * count_c): each class contributes equally to the loss."""
+    counts = np.bincount(labels, minlength=num_classes).astype(float)
+    return {c: float(len(labels) / (num_classes * counts[c])) if counts[c] else 0.0 for c in range(num_classes)}
+
+
+def learning_rate_schedule(params: TrainParams, total_steps: int):
+    """Linear warm-up to ``learning_rate`` over ``warmup_ratio`` of the steps, then cosine decay to 0."""
+    warmup = int(total_steps * params.warmup_ratio)
+    decay = max(1, total_steps - warmup)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(params.learning_rate, decay)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay, warmup_target=params.learning_rate, warmup_steps=warmup)
+
+
+def compile_classifier(model: keras.Model, params: TrainParams, total_steps: int) -> None:
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=learning_rate_schedule(params, total_steps), weight_decay=params.weight_decay
+    )
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "LayerNorm", "layer_norm"])
+    if params.loss == "focal":
+        loss = keras.losses.CategoricalFocalCrossentropy(from_logits=True, gamma=params.focal_gamma, alpha=None)
+    else:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.F1Score(average="macro", name="macro_f1"),
+        ],
+        jit_compile=params.jit_compile,
+    )
+
+
+class Classifier:
+    """A checkpoint's tokenizer and a freshly headed classifier, ready to fit."""
+
+    def __init__(self, checkpoint: str, params: TrainParams, text_prefix: str = ""):
+        self.params = params
+        self.encoder = TextEncoder(load_tokenizer(checkpoint), params.max_length, text_prefix)
+        keras.utils.set_random_seed(params.seed)
+        policy = "float32" if params.mixed_precision == "none" else params.mixed_precision
+        keras.mixed_precision.set_global_policy(policy)
+        backbone = load_backbone(checkpoint)
+        freeze(backbone, params.trainable_layers, params.freeze_word_embeddings)
+        self.model = build_classifier(backbone, len(LABELS), params.pooling, params.dropout)
+
+    def datasets(self, train: EncodedSplit, validation: EncodedSplit):
+        lengths = bucket_lengths_for(self.params.max_length, self.params.bucket_lengths)
+        common = {
+            "batch_size": self.params.batch_size,
+            "bucket_lengths": lengths,
+            "pad_id": self.encoder.pad_id,
+            "num_classes": len(LABELS),
+            "pad_to_bucket": self.params.jit_compile,
+        }
+        # Under XLA a partial batch is one more shape to compile; reshuffled each epoch, no text is always left out.
+        train_ds = make_dataset(
+            train.ids, train.labels, shuffle_seed=self.params.seed, drop_remainder=self.params.jit_compile, **common
+        )
+        validation_ds = make_dataset(validation.ids, validation.labels, **common)
+        return train_ds, validation_ds
+
+    def fit(
+        self, train: EncodedSplit, validation: EncodedSplit, callbacks: list | None = None, verbose: int | str = "auto"
+    ) -> keras.callbacks.History:
+        """Fit with early stopping on validation macro-F1; the best epoch's weights are kept."""
+        params = self.params
+        train_ds, validation_ds = self.datasets(train, validation)
+        steps_per_epoch = int(np.ceil(len(train) / params.batch_size)) + len(params.bucket_lengths)
+        compile_classifier(self.model, params, steps_per_epoch * params.epochs)
+        stopping = keras.callbacks.EarlyStopping(
+            monitor=MONITOR, mode="max", patience=params.early_stopping_patience, restore_best_weights=True
+        )
+        weights = balanced_class_weights(train.labels, len(LABELS)) if params.class_weights else None
+        log.info("fitting on %d texts, validating on %d (class weights %s)", len(train), len(validation), weights)
+        return self.model.fit(
+            train_ds,
+            validation_data=validation_ds,
+            epochs=params.epochs,
+            class_weight=weights,
+            callbacks=[*(callbacks or []), stopping],
+            verbose=verbose,
+        )
