@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=2048, help="training texts to sample from")
     parser.add_argument("--steps", type=int, default=12, help="training steps per timing")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, help="override train.batch_size")
+    parser.add_argument("--mixed-precision", choices=["none", "mixed_bfloat16"], help="override train.mixed_precision")
     parser.add_argument("--out", default="reports/benchmarks/train_throughput.json")
     args = parser.parse_args()
 
@@ -93,23 +95,31 @@ def main() -> None:
     from peru_sentiment.training.trainer import Classifier, encode_split
 
     params = load_params(args.params)
+    overrides = {"batch_size": args.batch_size, "mixed_precision": args.mixed_precision}
+    train_params = params.train.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     frame = pd.read_parquet(args.train).sample(args.texts, random_state=0)
     peak = matmul_peak()
-    results = {"matmul_peak_gflops": peak / 1e9, "batch_size": params.train.batch_size, "modes": {}}
+    results = {
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "batch_size": train_params.batch_size,
+        "mixed_precision": train_params.mixed_precision,
+        "texts": args.texts,
+        "modes": {},
+    }
     config = json.loads((Path(params.model.checkpoint) / "config.json").read_text())
     hidden, layers, ff = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
     train_flops_per_token = 3 * layers * 2 * (4 * hidden**2 + 2 * hidden * ff)
-    max_length = params.train.max_length
+    max_length = train_params.max_length
     modes = {
-        "buckets": (bucket_lengths_for(max_length, params.train.bucket_lengths), params.train.jit_compile),
+        "buckets": (bucket_lengths_for(max_length, train_params.bucket_lengths), train_params.jit_compile),
         f"padded_to_{max_length}": ([max_length], True),
     }
     for name, (lengths, pad_to_bucket) in modes.items():
-        classifier = Classifier(params.model.checkpoint, params.train, params.model.text_prefix)
+        classifier = Classifier(params.model.checkpoint, train_params, params.model.text_prefix)
         encoded = encode_split(frame, classifier.encoder)
         examples, tokens = time_training(
             classifier, encoded, bucket_lengths=lengths, pad_to_bucket=pad_to_bucket,
-            steps=args.steps, repeats=args.repeats, batch_size=params.train.batch_size,
+            steps=args.steps, repeats=args.repeats, batch_size=train_params.batch_size,
         )  # fmt: skip
         achieved = tokens * train_flops_per_token
         results["modes"][name] = {

@@ -63,6 +63,7 @@ def test_buckets_pad_each_batch_to_its_own_length_with_correct_masks():
         assert targets.shape == (len(tokens), 3)
         seen.extend(real.tolist())
     assert sorted(seen) == sorted(lengths.tolist()), "every text exactly once per epoch"
+    assert int(dataset.cardinality()) == sum(1 for _ in dataset), "declared batch count is exact"
     first = [b[0]["token_ids"].shape[1] for b in dataset]
     second = [b[0]["token_ids"].shape[1] for b in dataset]
     assert first != second, "reshuffled every epoch"

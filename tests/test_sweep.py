@@ -31,6 +31,7 @@ def test_two_trial_sweep_records_trials_and_best(tiny_checkpoint, tiny_train_par
     best_trial = table.iloc[0]
     assert best["learning_rate"] == best_trial["learning_rate"] and best["pooling"] == best_trial["pooling"]
     assert best["max_length"] == params.max_length  # not searched: the default stays
+    assert not list((tmp_path / "sweep").rglob("*.weights.h5")), "trial weights are not kept"
 
 
 WORKER = textwrap.dedent(

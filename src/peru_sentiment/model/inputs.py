@@ -95,6 +95,12 @@ def make_dataset(
         drop_remainder=drop_remainder,
     )
 
+    # Known batch count: progress bars show the total and Keras does not warn at the end of an epoch.
+    buckets = np.searchsorted(lengths, [len(sequence) for sequence in ids])
+    per_bucket = np.bincount(buckets, minlength=len(lengths))
+    batches = per_bucket // batch_size if drop_remainder else -(-per_bucket // batch_size)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(batches.sum())))
+
     def to_inputs(tokens, target):
         mask = tokens >= 0
         return {"token_ids": tf.where(mask, tokens, pad_id), "padding_mask": tf.cast(mask, tf.int32)}, target

@@ -139,6 +139,9 @@ def run_sweep(
     tuner = make_tuner(hypermodel, config, directory, overwrite and not is_worker)
     log.info("sweep: %s over %d training texts, %d validation texts", config["algorithm"], len(train), len(validation))
     tuner.search()
+    # Keras Tuner keeps each trial's best weights; train retrains the best configuration, so drop them.
+    for weights in directory.glob("trials/trial_*/checkpoint.weights.h5"):
+        weights.unlink()
     return tuner
 
 

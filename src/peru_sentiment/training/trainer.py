@@ -129,6 +129,7 @@ class Classifier:
             train_ds,
             validation_data=validation_ds,
             epochs=params.epochs,
+            shuffle=False,  # the dataset reshuffles itself every epoch
             class_weight=weights,
             callbacks=[*(callbacks or []), stopping],
             verbose=verbose,
