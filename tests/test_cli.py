@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
 from typer.testing import CliRunner
 
+from conftest import ROOT
 from peru_sentiment.cli import app
 
 STAGES = ("generate", "ingest", "preprocess", "split")

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import toy_feedback
 
+from conftest import toy_feedback
 from peru_sentiment.evaluation import baselines
 from peru_sentiment.evaluation.metrics import breakdown, calibration, classification_metrics
 

@@ -106,24 +106,15 @@ def test_stars_to_labels(params):
     ]  # fmt: skip
 
 
-def test_bad_declarations_get_clear_errors(tmp_path, params):
-    with pytest.raises(ConfigError, match="not found"):
-        import_feedback(
-            _ingest_params(
-                params, [{"name": "x", "path": str(tmp_path / "nope.csv"), "columns": {"text": "t", "label": "l"}}]
-            ),
-            params.near_duplicates,
-            REGIONS,
-        )
+@pytest.mark.parametrize(("file_name", "message"), [("nope.csv", "not found"), ("data.xlsx", "unsupported format")])
+def test_bad_source_files_get_clear_errors(tmp_path, params, file_name, message):
     (tmp_path / "data.xlsx").write_text("")
-    with pytest.raises(ConfigError, match="unsupported format"):
-        import_feedback(
-            _ingest_params(
-                params, [{"name": "x", "path": str(tmp_path / "data.xlsx"), "columns": {"text": "t", "label": "l"}}]
-            ),
-            params.near_duplicates,
-            REGIONS,
-        )
+    source = {"name": "x", "path": str(tmp_path / file_name), "columns": {"text": "t", "label": "l"}}
+    with pytest.raises(ConfigError, match=message):
+        import_feedback(_ingest_params(params, [source]), params.near_duplicates, REGIONS)
+
+
+def test_a_source_needs_exactly_one_of_label_or_stars(params):
     with pytest.raises(ValueError, match="exactly one of `label` or `stars`"):
         _ingest_params(params, [{"name": "x", "path": "a.csv", "columns": {"text": "t"}}])
 

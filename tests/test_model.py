@@ -7,8 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import toy_feedback
 
+from conftest import toy_feedback
 from peru_sentiment.model.checkpoints import load_backbone, load_tokenizer
 from peru_sentiment.model.inputs import TextEncoder, make_dataset, pad_batch, predict_in_length_order
 from peru_sentiment.model.predictor import SentimentPredictor

@@ -8,8 +8,8 @@ import sys
 import textwrap
 
 import pandas as pd
-from conftest import ROOT, toy_feedback
 
+from conftest import ROOT, toy_feedback
 from peru_sentiment.training import sweep
 
 

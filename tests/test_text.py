@@ -1,6 +1,6 @@
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.text.classical import ClassicalCleaner
 from peru_sentiment.text.features import surface_features
