@@ -73,15 +73,17 @@ def _pool(rows: int = 600) -> pd.DataFrame:
     records += [dict(records[0], feedback_id="dup-exact", text=records[0]["text"].upper())]
     records += [dict(records[1], feedback_id="dup-near", text=records[1]["text"] + "!!")]
     records += [dict(records[2], feedback_id="ext", role="external", text="una reseña real que no se parece a ninguna")]
+    records += [dict(records[5], feedback_id="ext-seen", role="external")]  # a real review the pool already has
     return pd.DataFrame(records)
 
 
 def test_split_sizes_strata_and_no_leakage(params):
     frame = _pool()
-    splits, topics, summary = split_feedback(frame, params.split, params.near_duplicates)
-    assert summary["rows_in"] == summary["rows_out"] == len(frame)
+    splits, overlap, topics, summary = split_feedback(frame, params.split, params.near_duplicates)
+    assert summary["rows_in"] == summary["rows_out"] + len(overlap) == len(frame)
+    assert overlap[["feedback_id", "duplicate_of"]].values.tolist() == [["ext-seen", "r5"]]
     sizes = {name: len(splits[name]) for name in SPLITS}
-    assert sizes["test"] == pytest.approx(0.1 * 602, abs=15) and sizes["validation"] == pytest.approx(0.1 * 602, abs=15)
+    assert sizes["test"] == pytest.approx(0.1 * 603, abs=15) and sizes["validation"] == pytest.approx(0.1 * 603, abs=15)
     assert list(splits["external"]["feedback_id"]) == ["ext"]
     where = {fid: name for name in SPLITS for fid in splits[name]["feedback_id"]}
     assert where["dup-exact"] == where["r0"] and where["dup-near"] == where["r1"]

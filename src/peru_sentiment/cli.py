@@ -127,9 +127,10 @@ def split(
 
     params = load_params(params_file)
     with stage_record("split", metrics) as record:
-        splits, topics, summary = split_feedback(_read_parquet(feedback), params.split, params.near_duplicates)
+        splits, overlap, topics, summary = split_feedback(_read_parquet(feedback), params.split, params.near_duplicates)
         for name, frame in splits.items():
             _write_parquet(frame, out_dir / f"{name}.parquet")
+        _write_parquet(overlap, out_dir / "external_overlap.parquet")
         write_json(out_dir / "topics.json", {str(topic): words for topic, words in topics.items()})
         record.update(rejected=0, **summary)
 

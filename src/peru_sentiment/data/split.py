@@ -4,7 +4,8 @@ Exact and near-duplicate texts are grouped first (``dedup.duplicate_groups``)
 and every group goes whole into one split, stratified by label and language
 (scikit-learn's StratifiedGroupKFold). A separate check then compares the
 finished splits text by text and fails the stage if any duplicate crosses them.
-Rows imported with role ``external`` are held out as their own evaluation set.
+Rows imported with role ``external`` are held out as their own evaluation set,
+less any that duplicate a text of the training pool.
 Topics (NMF) are fitted on the training split only and assigned to every split.
 """
 
@@ -84,7 +85,8 @@ def split_feedback(
         raise DataError("no rows to split: every row is external; add synthetic data or a train source")
     assignment = assign_splits(pool, params, near)
     splits = {name: pool[assignment == name].reset_index(drop=True) for name in SPLITS}
-    splits["external"] = frame[frame["role"] == "external"].reset_index(drop=True)
+    external, overlap = separate_seen_texts(frame[frame["role"] == "external"].reset_index(drop=True), pool, near)
+    splits["external"] = external
     log.info("checking the splits for leakage")
     check_leakage(splits, near)
 
@@ -95,6 +97,7 @@ def split_feedback(
     summary = {
         "rows_in": len(frame),
         "rows_out": sum(len(split) for split in splits.values()),
+        "external_rows_seen_in_training_pool": len(overlap),
         "sizes": {name: len(split) for name, split in splits.items()},
         "label_shares": {
             name: {k: round(float(v), 4) for k, v in split["label"].value_counts(normalize=True).sort_index().items()}
@@ -102,4 +105,27 @@ def split_feedback(
             if len(split)
         },
     }
-    return splits, topics.top_words(), summary
+    return splits, overlap, topics.top_words(), summary
+
+
+def separate_seen_texts(
+    external: pd.DataFrame, pool: pd.DataFrame, near: NearDuplicateParams
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split external rows into (unseen, seen): seen ones duplicate a text of the training pool.
+
+    An evaluation set must not hold texts the model may have trained on (short
+    reviews such as "great app" occur in both); the seen rows are kept aside
+    with the id of the pool text they duplicate.
+    """
+    if external.empty:
+        return external, external.assign(duplicate_of=pd.Series(dtype="str"))
+    pairs = cross_duplicates(external["text"].tolist(), pool["text"].tolist(), near)
+    seen = np.zeros(len(external), dtype=bool)
+    duplicate_of = np.full(len(external), None, dtype=object)
+    for i, j in pairs:
+        seen[i] = True
+        duplicate_of[i] = pool["feedback_id"].iloc[j]
+    if seen.any():
+        log.warning("%d external rows duplicate training-pool texts; they are left out of the external set", seen.sum())
+    overlap = external[seen].assign(duplicate_of=duplicate_of[seen]).reset_index(drop=True)
+    return external[~seen].reset_index(drop=True), overlap
