@@ -222,7 +222,12 @@ def train(
     from peru_sentiment.training.trainer import Classifier, encode_split, sample_rows
 
     params = load_params(params_file)
-    hyperparameters = json.loads(best.read_text()) if best.is_file() else {}
+    if best.is_file():
+        hyperparameters = json.loads(best.read_text())
+        log.info("hyperparameters from %s: %s", best, hyperparameters)
+    else:
+        hyperparameters = {}
+        log.warning("%s not found: training with the defaults in params.yaml (run `dvc repro tune` first)", best)
     train_params = params.train.with_hyperparameters(hyperparameters)
     with stage_record("train", Path("reports/stages/train.json")) as record:
         training = sample_rows(_read_parquet(data_dir / "train.parquet"), train_params.train_rows, train_params.seed)
