@@ -82,3 +82,72 @@ def tiny_train_params(params):
             "early_stopping_patience": 4,
         }
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_checkpoint, tiny_train_params):
+    """A tiny classifier trained for a few seconds on the toy task, as a SentimentPredictor."""
+    from peru_sentiment.model.predictor import SentimentPredictor
+    from peru_sentiment.training.trainer import Classifier, encode_split
+
+    classifier = Classifier(str(tiny_checkpoint), tiny_train_params.model_copy(update={"epochs": 2}))
+    classifier.fit(
+        encode_split(toy_feedback(300, seed=11), classifier.encoder),
+        encode_split(toy_feedback(60, seed=12), classifier.encoder),
+        verbose=0,
+    )
+    return SentimentPredictor(classifier.model, classifier.encoder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_trained, tmp_path_factory, params):
+    """The tiny classifier exported as a serving bundle (what `peru-sentiment export` writes)."""
+    from peru_sentiment.export.bundle import preprocessing_settings, write_bundle
+
+    return write_bundle(
+        tiny_trained.model, tiny_trained.encoder.tokenizer, tmp_path_factory.mktemp("export") / "tiny-0",
+        labels=tiny_trained.labels,
+        preprocessing=preprocessing_settings(params.preprocess, tiny_trained.encoder, [8, 16, 32]),
+        training_distribution={"negative": 0.3, "neutral": 0.2, "positive": 0.5},
+    )  # fmt: skip
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(bundle_dir: Path, log_path: Path, **environment: str):
+    """gunicorn with serve/gunicorn.conf.py on a free loopback port; returns (process, base URL) once ready."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {
+        **os.environ, "SENTIMENT_MODEL_DIR": str(bundle_dir), "SENTIMENT_BIND": f"127.0.0.1:{port}",
+        "SENTIMENT_WORKERS": "1", "SENTIMENT_THREADS": "16", **environment,
+    }  # fmt: skip
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(gunicorn), "-c", "serve/gunicorn.conf.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the server did not become ready: {log_path.read_text()[-2000:]}")

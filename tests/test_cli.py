@@ -69,7 +69,7 @@ def _run(command, cwd):
 def test_smoke_pipeline_end_to_end_and_reruns_only_what_changed(smoke_repo):
     _run(["dvc", "repro"], smoke_repo)
 
-    for stage in ("generate", "ingest", "preprocess", "split", "pretrained", "tune", "train", "evaluate"):
+    for stage in ("generate", "ingest", "preprocess", "split", "pretrained", "tune", "train", "evaluate", "export"):
         record = json.loads((smoke_repo / f"reports/stages/{stage}.json").read_text())
         assert record["stage"] == stage and record["duration_s"] >= 0
     sizes = {
@@ -86,6 +86,9 @@ def test_smoke_pipeline_end_to_end_and_reruns_only_what_changed(smoke_repo):
     assert (smoke_repo / "experiments/sweep/summary.md").read_text().count("COMPLETED") == 2
     assert (smoke_repo / "models/trained/model.keras").is_file()
     assert (smoke_repo / "dvclive/train/metrics.json").is_file()
+    export = json.loads((smoke_repo / "reports/stages/export.json").read_text())
+    assert export["max_difference"] <= 1e-4 and export["verified_texts"] > 40
+    assert (smoke_repo / "models/export/LATEST").read_text().strip() == export["version"]
 
     assert "up to date" in _run(["dvc", "status"], smoke_repo)
     params = yaml.safe_load((smoke_repo / "params.yaml").read_text())

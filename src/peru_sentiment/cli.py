@@ -275,6 +275,64 @@ def evaluate(
 
 
 @app.command()
+def export(
+    params_file: Path = ParamsOption,
+    model_dir: Path = typer.Option(Path("models/trained"), help="Trained model."),
+    data_dir: Path = typer.Option(Path("data/processed"), help="Splits (training label mix, verification texts)."),
+    metrics: Path = typer.Option(Path("reports/metrics.json"), help="Evaluation metrics to ship with the model."),
+    out: Path = typer.Option(Path("models/export"), help="Export root; the bundle goes to <out>/<version>."),
+) -> None:
+    """Export the trained model as a verified serving bundle (SavedModel, tokenizer, configs, manifest)."""
+    import numpy as np
+
+    from peru_sentiment.errors import DataError
+    from peru_sentiment.export.bundle import load_bundle, preprocessing_settings, weights_digest, write_bundle
+    from peru_sentiment.metadata import stage_record
+    from peru_sentiment.model.predictor import SentimentPredictor
+
+    params = load_params(params_file)
+    with stage_record("export", Path("reports/stages/export.json")) as record:
+        predictor = SentimentPredictor.load(model_dir)
+        version = f"{params.export.name}-{weights_digest(predictor.model.get_weights())[:12]}"
+        training_labels = _read_parquet(data_dir / "train.parquet")["label"]
+        bundle_dir = write_bundle(
+            predictor.model, predictor.encoder.tokenizer, out / version, labels=predictor.labels,
+            preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, params.train.bucket_lengths),
+            training_distribution=training_labels.value_counts(normalize=True).to_dict(),
+            extra_files={"metrics.json": metrics} if metrics.is_file() else {},
+        )  # fmt: skip
+        texts = _read_parquet(data_dir / "validation.parquet")["text"].head(params.export.verify_rows).tolist()
+        difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())
+        if difference > params.export.tolerance:
+            raise DataError(f"the exported model differs from the trained one by {difference:.2e} "
+                            f"(> export.tolerance {params.export.tolerance}); do not serve {bundle_dir}")  # fmt: skip
+        log.info("exported %s; it reproduces the trained model within %.1e on %d texts", version, difference,
+                 len(texts))  # fmt: skip
+        record.update(version=version, path=str(bundle_dir), verified_texts=len(texts), max_difference=difference)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(Path("models/export"), help="Export bundle, or the export root (latest bundle)."),
+    input_file: Path = typer.Option(..., "--input", help="CSV, JSON Lines or Parquet file."),
+    text_column: str = typer.Option("text", help="Column with the feedback text."),
+    output: Path = typer.Option(..., help="Output file (CSV, JSON Lines or Parquet): the input rows plus predictions."),
+    chunk_rows: int = typer.Option(2048, min=1, help="Rows read, predicted and written at a time."),
+    batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
+    progress: bool = ProgressOption,
+) -> None:
+    """Predict the sentiment of every row of a file; rows without text are kept and marked in `error`."""
+    import json
+
+    from peru_sentiment.export.bundle import load_bundle
+    from peru_sentiment.serving.batch import predict_file
+
+    summary = predict_file(load_bundle(model, batch_size=batch_size), input_file, output, text_column, chunk_rows,
+                           progress)  # fmt: skip
+    typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
+@app.command()
 def profile(
     name: str = typer.Argument(..., help="smoke, cpu (the default) or gpu: a file in configs/profiles/."),
     params_file: Path = ParamsOption,

@@ -231,6 +231,12 @@ class EvaluateParams(_Strict):
     breakdowns: list[str]
 
 
+class ExportParams(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # bundle versions are <name>-<weights digest>
+    verify_rows: int = Field(ge=1)  # validation texts the exported model must reproduce
+    tolerance: float = Field(gt=0)  # largest allowed probability difference to the trained model
+
+
 class Params(BaseModel):
     """All pipeline parameters. Sections later stages add are kept but not validated here."""
 
@@ -246,6 +252,7 @@ class Params(BaseModel):
     train: TrainParams
     tune: TuneParams
     evaluate: EvaluateParams
+    export: ExportParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -34,6 +34,16 @@ STEPS = (
 )
 
 
+def inference_settings(params: PreprocessParams) -> dict:
+    """What a serving process must do to a raw text, as recorded in the export bundle."""
+    return {
+        "steps": list(STEPS[:2]),
+        "function": "peru_sentiment.data.preprocess.prepare_text",
+        "detect_languages": list(params.detect_languages),
+        "min_language_confidence": params.min_language_confidence,
+    }
+
+
 def prepare_text(text: str) -> tuple[str, Counter]:
     """The model's view of a raw text: normalised, personal data masked.
 

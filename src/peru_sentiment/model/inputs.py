@@ -124,3 +124,19 @@ def predict_in_length_order(
             outputs = np.zeros((len(ids), *result.shape[1:]), dtype=result.dtype)
         outputs[chunk] = result
     return outputs if outputs is not None else np.zeros((0,))
+
+
+def predict_texts(
+    probabilities: Callable[[dict[str, np.ndarray]], np.ndarray],
+    encoder: TextEncoder,
+    texts: Sequence[str],
+    batch_size: int,
+    num_classes: int,
+) -> np.ndarray:
+    """Class probabilities of prepared texts, one row per text, through any batch function.
+
+    The one inference path: the trained Keras model, the exported SavedModel and the server all call it.
+    """
+    if not texts:
+        return np.zeros((0, num_classes), dtype=np.float32)
+    return predict_in_length_order(probabilities, encoder.encode(texts), encoder.pad_id, batch_size)

@@ -14,7 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.model.inputs import TextEncoder, predict_in_length_order
+from peru_sentiment.model.inputs import TextEncoder, predict_texts
 from peru_sentiment.schema import LABELS
 
 MODEL_FILE = "model.keras"
@@ -35,11 +35,9 @@ class SentimentPredictor:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, one row per text, columns in ``labels`` order."""
-        if not texts:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        ids = self.encoder.encode(texts)
-        return predict_in_length_order(lambda batch: self._probabilities(batch).numpy(), ids, self.encoder.pad_id,
-                                       self.batch_size)  # fmt: skip
+        return predict_texts(
+            lambda batch: self._probabilities(batch).numpy(), self.encoder, texts, self.batch_size, len(self.labels)
+        )
 
     def predict(self, texts: list[str]) -> list[str]:
         return [self.labels[i] for i in self.predict_proba(texts).argmax(axis=1)]

@@ -20,3 +20,8 @@ def normalize_text(text: str) -> str:
     """Repair mojibake (ftfy), apply NFC, drop control characters and collapse whitespace."""
     repaired = ftfy.fix_text(text, normalization="NFC")
     return _SPACES.sub(" ", _CONTROL.sub(" ", unicodedata.normalize("NFC", repaired))).strip()
+
+
+def is_blank(text: str) -> bool:
+    """True when nothing in `text` is visible: only spaces, control or format characters (e.g. zero-width)."""
+    return all(unicodedata.category(character)[0] in "CZ" for character in text)

@@ -1,0 +1,47 @@
+"""Production server: ``gunicorn -c serve/gunicorn.conf.py`` from the repository root.
+
+Why these numbers. The model runs on TensorFlow's thread pool, which already
+uses every core for one batch; the micro-batcher in each worker turns
+concurrent requests into such batches. So one worker per 4 cores (at least
+one) is enough, each with the cores divided among them, and each worker
+holds the model once in memory (e5-small: about 0.5 GB). The threads of a
+worker only parse JSON, clean text and wait for the batcher, so many of them
+(``SENTIMENT_THREADS``, default 32) keep the batches full without costing CPU.
+
+Environment: ``SENTIMENT_BIND`` (default 127.0.0.1:8000), ``SENTIMENT_WORKERS``,
+``SENTIMENT_THREADS``, plus the server settings ``SENTIMENT_*`` (configs/serve.yaml).
+SIGTERM stops accepting connections and lets in-flight requests finish
+(``graceful_timeout``) before the workers exit.
+"""
+
+import os
+
+cores = os.cpu_count() or 1
+workers = int(os.environ.get("SENTIMENT_WORKERS", max(1, cores // 4)))
+threads = int(os.environ.get("SENTIMENT_THREADS", 32))
+worker_class = "gthread"
+bind = os.environ.get("SENTIMENT_BIND", "127.0.0.1:8000")
+wsgi_app = "peru_sentiment.serving.app:create_app()"
+
+# Each worker's TensorFlow uses its share of the cores (read when TensorFlow starts in the worker).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, cores // workers)))
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+timeout = 120  # loading and warming the model happens in the worker before it answers
+graceful_timeout = 30
+keepalive = 5
+limit_request_line = 4096
+limit_request_fields = 50
+accesslog = "-"
+# No query strings or bodies in the access log: feedback carries personal data.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+errorlog = "-"
+loglevel = "info"
+
+
+def worker_exit(server, worker):
+    """Finish the batches already queued before the worker process ends."""
+    service = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("peru_sentiment")
+    if service is not None:
+        service.close()

@@ -1,0 +1,240 @@
+"""The export bundle: everything a serving process needs, written once and verified on every load.
+
+``models/export/<version>/`` holds
+
+- ``saved_model/``: a TF SavedModel with the endpoint ``serve`` (token ids and padding
+  mask -> class probabilities) and, when given, ``attention`` (-> per-layer, per-head
+  attention maps); no Keras, KerasHub or training code is needed to run it;
+- ``tokenizer.json``: the Rust tokenizer; ``labels.json``: the label order;
+- ``preprocessing.json``: what is done to a raw text before tokenization (the
+  package's ``prepare_text``), the text prefix, the maximum length, language detection;
+- ``training_distribution.json``: the label shares of the training split, the
+  reference the monitoring compares live predictions to;
+- copies of the evaluation metrics and the model card, when given;
+- ``manifest.json``: the sha256 and size of every other file.
+
+Loading checks the manifest first and refuses a bundle with a missing, extra
+or altered file. Nothing in the bundle is a pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from peru_sentiment.config import PreprocessParams
+from peru_sentiment.data.preprocess import inference_settings
+from peru_sentiment.errors import ConfigError
+from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, predict_texts
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+SAVED_MODEL_DIR = "saved_model"
+TOKENIZER_FILE = "tokenizer.json"
+LABELS_FILE = "labels.json"
+PREPROCESSING_FILE = "preprocessing.json"
+DISTRIBUTION_FILE = "training_distribution.json"
+LATEST_FILE = "LATEST"
+REQUIRED_FILES = (TOKENIZER_FILE, LABELS_FILE, PREPROCESSING_FILE, DISTRIBUTION_FILE)
+
+
+class BundleError(ConfigError):
+    """The export bundle is missing, partial or corrupt."""
+
+
+def weights_digest(weights: list[np.ndarray]) -> str:
+    """sha256 over the model's weights: the same trained model always gets the same version."""
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def preprocessing_settings(params: PreprocessParams, encoder: TextEncoder, bucket_lengths: list[int]) -> dict:
+    """The bundle's ``preprocessing.json``: raw text to model input, as the serving side must repeat it."""
+    from importlib.metadata import version
+
+    return {
+        **inference_settings(params),
+        "text_prefix": encoder.prefix,
+        "max_length": encoder.max_length,
+        "truncation": f"tokens after the first {encoder.max_length} are not read",
+        "bucket_lengths": bucket_lengths_for(encoder.max_length, bucket_lengths),
+        "package_version": version("peru_sentiment"),
+    }
+
+
+def write_saved_model(model, directory: Path, attention: Callable | None = None) -> None:
+    """Write the classifier as a SavedModel with a ``serve`` (and optionally ``attention``) endpoint."""
+    import keras
+    import tensorflow as tf
+
+    inputs = {
+        "token_ids": tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+        "padding_mask": tf.TensorSpec([None, None], tf.int32, name="padding_mask"),
+    }
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve", lambda batch: {"probabilities": tf.nn.softmax(model(batch, training=False))}, input_signature=[inputs]
+    )
+    if attention is not None:
+        archive.add_endpoint("attention", attention, input_signature=[inputs])
+    archive.write_out(str(directory), verbose=False)
+
+
+def write_bundle(
+    model,
+    tokenizer: Tokenizer,
+    directory: Path,
+    *,
+    labels: tuple[str, ...],
+    preprocessing: Mapping,
+    training_distribution: Mapping[str, float],
+    extra_files: Mapping[str, Path] | None = None,
+    attention: Callable | None = None,
+) -> Path:
+    """Write a bundle into `directory` (replaced if present) and return it.
+
+    The files go to a temporary sibling first, and the manifest is written last,
+    so an interrupted export never leaves a bundle that verifies.
+    """
+    staging = directory.with_name(f".{directory.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_saved_model(model, staging / SAVED_MODEL_DIR, attention)
+    tokenizer.save(str(staging / TOKENIZER_FILE))
+    _write_json(staging / LABELS_FILE, {"labels": list(labels)})
+    _write_json(staging / PREPROCESSING_FILE, dict(preprocessing))
+    _write_json(staging / DISTRIBUTION_FILE, {label: float(training_distribution.get(label, 0.0)) for label in labels})
+    for name, source in (extra_files or {}).items():
+        shutil.copyfile(source, staging / name)
+    files = {
+        path.relative_to(staging).as_posix(): {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+        for path in sorted(staging.rglob("*"))
+        if path.is_file()
+    }
+    _write_json(staging / MANIFEST_FILE, {"format": FORMAT_VERSION, "version": directory.name, "files": files})
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    (directory.parent / LATEST_FILE).write_text(directory.name + "\n")
+    log.info("exported %d files (%.1f MB) to %s", len(files), sum(f["bytes"] for f in files.values()) / 1e6, directory)
+    return directory
+
+
+def resolve_bundle(path: Path) -> Path:
+    """A bundle directory, or the one named in ``LATEST`` when `path` is the export root."""
+    if (path / LATEST_FILE).is_file() and not (path / MANIFEST_FILE).exists():
+        return path / (path / LATEST_FILE).read_text().strip()
+    return path
+
+
+def verify_bundle(directory: Path) -> dict:
+    """The manifest, after checking every file against it; raises BundleError on any difference."""
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"{directory} is not an export bundle (no {MANIFEST_FILE}); it may be partial. "
+            "Run `dvc repro export` and point to models/export/<version>"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        listed = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        raise BundleError(f"{manifest_path} is not a valid manifest; export the model again") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise BundleError(
+            f"{directory} has bundle format {manifest.get('format')}; this version reads {FORMAT_VERSION}, export again"
+        )
+    present = {path.relative_to(directory).as_posix() for path in directory.rglob("*") if path.is_file()} - {
+        MANIFEST_FILE
+    }
+    problems = [f"missing {name}" for name in sorted(set(listed) - present)]
+    problems += [f"unexpected {name}" for name in sorted(present - set(listed))]
+    for name in sorted(set(listed) & present):
+        path = directory / name
+        if path.stat().st_size != listed[name]["bytes"] or file_sha256(path) != listed[name]["sha256"]:
+            problems.append(f"altered {name}")
+    problems += [f"missing {name}" for name in REQUIRED_FILES if name not in listed]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise BundleError(f"{directory} does not match its manifest ({shown}); export the model again")
+    return manifest
+
+
+@dataclass
+class ModelBundle:
+    """A verified bundle, loaded: prepared texts in, class probabilities out."""
+
+    directory: Path
+    version: str
+    labels: tuple[str, ...]
+    preprocessing: dict
+    training_distribution: dict[str, float]
+    encoder: TextEncoder
+    endpoints: object  # the loaded SavedModel
+    batch_size: int = 64
+
+    def _probabilities(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.endpoints.serve(batch)["probabilities"].numpy()
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities of prepared texts (``prepare_text``), columns in ``labels`` order."""
+        return predict_texts(self._probabilities, self.encoder, texts, self.batch_size, len(self.labels))
+
+    @property
+    def has_attention(self) -> bool:
+        return hasattr(self.endpoints, "attention")
+
+    def file_text(self, name: str) -> str | None:
+        path = self.directory / name
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def load_bundle(path: Path, batch_size: int = 64) -> ModelBundle:
+    """Verify and load a bundle (or the latest one under an export root)."""
+    directory = resolve_bundle(Path(path))
+    if not directory.is_dir():
+        raise BundleError(f"model bundle {directory} not found; run `dvc repro export` or set the model path")
+    manifest = verify_bundle(directory)
+    import tensorflow as tf
+
+    preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text())
+    encoder = TextEncoder(
+        Tokenizer.from_file(str(directory / TOKENIZER_FILE)), preprocessing["max_length"], preprocessing["text_prefix"]
+    )
+    endpoints = tf.saved_model.load(str(directory / SAVED_MODEL_DIR))
+    log.info("loaded model bundle %s from %s", manifest["version"], directory)
+    return ModelBundle(
+        directory=directory,
+        version=manifest["version"],
+        labels=tuple(json.loads((directory / LABELS_FILE).read_text())["labels"]),
+        preprocessing=preprocessing,
+        training_distribution=json.loads((directory / DISTRIBUTION_FILE).read_text()),
+        encoder=encoder,
+        endpoints=endpoints,
+        batch_size=batch_size,
+    )
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,87 @@
+"""Request and response bodies of the API (pydantic): the validation and the OpenAPI schemas come from here.
+
+Limits that depend on the configuration (text length) are checked with the
+validation context ``{"max_text_chars": n}``; unknown fields are rejected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from peru_sentiment.schema import LABELS
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _check_text(value: str, info: ValidationInfo) -> str:
+    if not value.strip():
+        raise ValueError("text is empty")
+    limit = (info.context or {}).get("max_text_chars")
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"text is longer than {limit} characters; split it or shorten it")
+    return value
+
+
+FeedbackText = Annotated[str, AfterValidator(_check_text)]
+
+
+class FeedbackItem(BaseModel):
+    """One piece of customer feedback."""
+
+    model_config = _STRICT
+
+    text: FeedbackText = Field(description="The feedback as the customer wrote it (Spanish or English).")
+    id: str | None = Field(None, max_length=128, description="The caller's id, echoed in the result.")
+    region: str | None = Field(None, max_length=64, description="ISO 3166-2:PE code or region name.")
+    channel: str | None = Field(None, max_length=32, description="survey, app_review, social_media or support_chat.")
+    timestamp: str | None = Field(None, max_length=64, description="When it was written, ISO 8601.")
+    language: str | None = Field(None, max_length=16, description="Declared language, if known.")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("timestamp is not ISO 8601 (e.g. 2026-05-01T12:30:00-05:00)") from None
+        return value
+
+
+class PredictBatch(BaseModel):
+    """Several pieces of feedback in one request."""
+
+    model_config = _STRICT
+
+    items: list[FeedbackItem] = Field(min_length=1, description="Up to the server's max_items texts.")
+
+
+class ExplainRequest(BaseModel):
+    model_config = _STRICT
+
+    text: FeedbackText = Field(description="One piece of feedback.")
+
+
+class Prediction(BaseModel):
+    id: str | None
+    label: str = Field(description=f"One of {', '.join(LABELS)}.")
+    probabilities: dict[str, float]
+    language: str = Field(description="Detected language: es, en or other.")
+
+
+class PredictResponse(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    details: list[dict] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,90 @@
+"""The prediction service behind the API: raw feedback in, labels and probabilities out.
+
+The path is the pipeline's own: ``prepare_text`` (normalise, mask personal
+data), language detection with the bundle's settings, then the exported model
+through the micro-batcher. Nothing here keeps or logs the text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from peru_sentiment.data.preprocess import prepare_text
+from peru_sentiment.export.bundle import ModelBundle
+from peru_sentiment.serving.batcher import MicroBatcher
+from peru_sentiment.serving.schemas import FeedbackItem
+from peru_sentiment.text.language import LanguageDetector
+from peru_sentiment.text.normalize import is_blank
+
+log = logging.getLogger(__name__)
+
+
+class EmptyAfterCleaning(ValueError):
+    """A text that is nothing but control characters or invisible marks."""
+
+
+class PredictionService:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        *,
+        micro_batch_size: int,
+        max_wait_s: float,
+        timeout_s: float,
+        on_batch=None,
+    ):
+        self.bundle = bundle
+        self.timeout_s = timeout_s
+        self.detector = LanguageDetector(
+            bundle.preprocessing["detect_languages"], bundle.preprocessing["min_language_confidence"]
+        )
+        self.batcher = MicroBatcher(bundle.predict_proba, micro_batch_size, max_wait_s, on_batch)
+        self._ready = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def warm_up(self) -> None:
+        """Run every padded length the model will see once, so the first requests are not slow."""
+        start = time.perf_counter()
+        for length in self.bundle.preprocessing["bucket_lengths"]:
+            text = " ".join(["bien"] * max(length - 4, 1))
+            for batch in (1, self.bundle.batch_size):
+                self.bundle.predict_proba([text] * batch)
+        self._ready.set()
+        log.info("model %s warmed up in %.1f s", self.bundle.version, time.perf_counter() - start)
+
+    def mark_ready(self) -> None:
+        self._ready.set()
+
+    def prepare(self, items: list[FeedbackItem]) -> list[str]:
+        texts = [prepare_text(item.text)[0] for item in items]
+        empty = [index for index, text in enumerate(texts) if is_blank(text)]
+        if empty:
+            raise EmptyAfterCleaning(f"item(s) {empty} contain no visible text")
+        return texts
+
+    def predict(self, items: list[FeedbackItem]) -> tuple[list[dict], np.ndarray, list[str]]:
+        """One result per item, plus the probabilities and prepared texts (for metrics)."""
+        texts = self.prepare(items)
+        languages = self.detector.detect(texts)
+        probabilities = self.batcher.submit(texts, timeout=self.timeout_s)
+        labels = self.bundle.labels
+        results = [
+            {
+                "id": item.id,
+                "label": labels[int(row.argmax())],
+                "probabilities": {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)},
+                "language": language,
+            }
+            for item, row, language in zip(items, probabilities, languages, strict=True)
+        ]
+        return results, probabilities, texts
+
+    def close(self) -> None:
+        self.batcher.close()
