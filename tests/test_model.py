@@ -85,6 +85,17 @@ def test_predictions_come_back_in_input_order():
     lengths = predict_in_length_order(lambda batch: batch["padding_mask"].sum(axis=1), ids, pad_id=0, batch_size=2)
     assert lengths.tolist() == [5, 1, 9, 3, 7]
 
+    widths = []
+
+    def width(batch):
+        widths.append((batch["token_ids"].shape[1], len(batch["token_ids"])))
+        return batch["padding_mask"].sum(axis=1)
+
+    ids = [[1] * n for n in (30, 3, 5, 60, 4, 7, 31, 12)]
+    lengths = predict_in_length_order(width, ids, pad_id=0, batch_size=3, bucket_lengths=[8, 16, 32, 64])
+    assert lengths.tolist() == [30, 3, 5, 60, 4, 7, 31, 12]
+    assert widths == [(5, 3), (7, 1), (12, 1), (31, 2), (60, 1)], "batches never span two buckets"
+
 
 def test_class_weights_and_warmup_schedule(tiny_train_params):
     weights = balanced_class_weights(np.array([0, 0, 0, 1, 2, 2]), 3)

@@ -81,7 +81,9 @@ def test_a_corrupt_or_partial_bundle_is_refused(tiny_bundle, tmp_path, damage, m
 
 
 def test_predict_one_text_and_a_batch(client, bundle):
-    response = client.post("/v1/predict", json={"text": "la comida llegó fría, pésimo", "id": "a-1", "region": "PE-CUS"})
+    response = client.post(
+        "/v1/predict", json={"text": "la comida llegó fría, pésimo", "id": "a-1", "region": "PE-CUS"}
+    )
     assert response.status_code == 200
     body = response.get_json()
     assert body["model_version"] == bundle.version
@@ -126,7 +128,7 @@ def test_health_model_and_openapi_match_the_routes(client, bundle, server_settin
 
 BAD_REQUESTS = [
     ("not json at all {", "application/json", 400, "invalid_json"),
-    (b"\xff\xfe{\"text\": \"hola\"}", "application/json", 400, "invalid_encoding"),
+    (b'\xff\xfe{"text": "hola"}', "application/json", 400, "invalid_encoding"),
     (json.dumps({"text": 42}), "application/json", 422, "validation_error"),
     (json.dumps({"text": ""}), "application/json", 422, "validation_error"),
     (json.dumps({"text": " \n\t "}), "application/json", 422, "validation_error"),
@@ -289,10 +291,12 @@ def test_real_server_handles_concurrent_load_then_shuts_down_gracefully(tiny_bun
     import signal
     from concurrent.futures import ThreadPoolExecutor
 
-    from conftest import start_server
+    from peru_sentiment.serving.launch import start_server
 
     # A long batching wait keeps requests in flight when the shutdown signal arrives.
-    process, url = start_server(tiny_bundle, tmp_path / "server.log", SENTIMENT_MAX_WAIT_MS="300")
+    process, url = start_server(
+        tiny_bundle, tmp_path / "server.log", SENTIMENT_MAX_WAIT_MS="300", SENTIMENT_THREADS="16"
+    )
     texts = toy_feedback(64, seed=31)["text"].tolist()
     bodies = [{"items": [{"id": f"{n}-{k}", "text": texts[(n + k) % 64]} for k in range(1 + n % 4)]}
               for n in range(96)]  # fmt: skip
@@ -300,7 +304,9 @@ def test_real_server_handles_concurrent_load_then_shuts_down_gracefully(tiny_bun
         with ThreadPoolExecutor(16) as pool:
             results = list(pool.map(lambda body: _post(f"{url}/v1/predict", body), bodies))
         assert [status for status, _ in results] == [200] * len(bodies)
-        assert all(len(body["predictions"]) == len(sent["items"]) for (_, body), sent in zip(results, bodies))
+        assert all(
+            len(body["predictions"]) == len(sent["items"]) for (_, body), sent in zip(results, bodies, strict=True)
+        )
 
         with ThreadPoolExecutor(8) as pool:
             pending = [pool.submit(_post, f"{url}/v1/predict", body) for body in bodies[:8]]

@@ -84,22 +84,25 @@ def preprocessing_settings(params: PreprocessParams, encoder: TextEncoder, bucke
 
 
 def write_saved_model(model, directory: Path, attention: Callable | None = None) -> None:
-    """Write the classifier as a SavedModel with a ``serve`` (and optionally ``attention``) endpoint."""
-    import keras
+    """Write the classifier as a SavedModel with a ``serve`` (and optionally ``attention``) endpoint.
+
+    A plain ``tf.Module`` rather than ``keras.export.ExportArchive``: with Keras 3.15 the
+    archive stores every variable twice (a 0.9 GB bundle for e5-small instead of 0.45 GB).
+    """
     import tensorflow as tf
 
     inputs = {
         "token_ids": tf.TensorSpec([None, None], tf.int32, name="token_ids"),
         "padding_mask": tf.TensorSpec([None, None], tf.int32, name="padding_mask"),
     }
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serve", lambda batch: {"probabilities": tf.nn.softmax(model(batch, training=False))}, input_signature=[inputs]
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(
+        lambda batch: {"probabilities": tf.nn.softmax(model(batch, training=False))}, input_signature=[inputs]
     )
     if attention is not None:
-        archive.add_endpoint("attention", attention, input_signature=[inputs])
-    archive.write_out(str(directory), verbose=False)
+        module.attention = tf.function(attention, input_signature=[inputs])
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
 
 
 def write_bundle(
@@ -199,7 +202,10 @@ class ModelBundle:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities of prepared texts (``prepare_text``), columns in ``labels`` order."""
-        return predict_texts(self._probabilities, self.encoder, texts, self.batch_size, len(self.labels))
+        return predict_texts(
+            self._probabilities, self.encoder, texts, self.batch_size, len(self.labels),
+            self.preprocessing["bucket_lengths"],
+        )  # fmt: skip
 
     @property
     def has_attention(self) -> bool:
