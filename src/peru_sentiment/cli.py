@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -284,6 +285,49 @@ def profile(
 
     changed = apply_profile(name, params_file)
     typer.echo(f"profile {name}: {len(changed)} value(s) changed" + (f" ({', '.join(changed)})" if changed else ""))
+
+
+monitoring_app = typer.Typer(help="Dashboards and alert rules as code, and a local Prometheus.", no_args_is_help=True)
+app.add_typer(monitoring_app, name="monitoring")
+MonitoringConfigOption = typer.Option(Path("configs/monitoring.yaml"), "--config", help="Monitoring config.")
+
+
+@monitoring_app.command("render")
+def monitoring_render(
+    config_file: Path = MonitoringConfigOption,
+    windows: str = typer.Option("production", help="Window set of the rules (configs/monitoring.yaml: windows)."),
+    root: Path = typer.Option(Path("."), help="Folder to write grafana/dashboards and monitoring/rules under."),
+) -> None:
+    """Write grafana/dashboards/*.json and monitoring/rules/sentiment.yml from the monitoring config."""
+    from peru_sentiment.monitoring.config import load_monitoring_config
+    from peru_sentiment.monitoring.render import render_files, write_files
+
+    config = load_monitoring_config(config_file)
+    for path in write_files(render_files(config, config.window_set(windows)), root):
+        typer.echo(f"wrote {path}")
+
+
+@monitoring_app.command("prometheus")
+def monitoring_prometheus(
+    target: list[str] = typer.Option(["127.0.0.1:8000"], help="host:port of the service to scrape (repeatable)."),
+    config_file: Path = MonitoringConfigOption,
+    windows: str = typer.Option("replay", help="Window set of the rules: replay suits a compressed replay."),
+    port: int = typer.Option(9090, help="Port Prometheus listens on (127.0.0.1)."),
+    scrape_interval: str = typer.Option("5s", help="Scrape and rule evaluation interval."),
+    workdir: Path = typer.Option(Path("monitoring/local"), help="Configuration, rules and data of this Prometheus."),
+) -> None:
+    """Run Prometheus (the Debian binary) on loopback with the rules, scraping the service, until Ctrl-C."""
+    from peru_sentiment.monitoring.config import load_monitoring_config
+    from peru_sentiment.monitoring.local_prometheus import LocalPrometheus
+    from peru_sentiment.monitoring.rules import render_rules
+
+    config = load_monitoring_config(config_file)
+    rules = render_rules(config, config.window_set(windows))
+    server = LocalPrometheus(workdir, target, rules, scrape_interval=scrape_interval, port=port)
+    with server:
+        typer.echo(f"Prometheus on {server.url} scraping {', '.join(target)}; Ctrl-C stops it")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.wait()
 
 
 def _version(package: str) -> str:
