@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -328,6 +329,35 @@ def monitoring_prometheus(
         typer.echo(f"Prometheus on {server.url} scraping {', '.join(target)}; Ctrl-C stops it")
         with contextlib.suppress(KeyboardInterrupt):
             server.wait()
+
+
+@app.command()
+def replay(
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the sentiment service."),
+    input_file: Path = typer.Option(Path("data/raw/synthetic.parquet"), "--input", help="CSV, JSONL or Parquet."),
+    rate: float = typer.Option(50.0, help="At most this many texts per second."),
+    speedup: float | None = typer.Option(None, help="Compress real time by this factor (e.g. 8640: a day in 10 s)."),
+    duration: float | None = typer.Option(None, help="Or fit the whole period in this many seconds."),
+    start: datetime | None = typer.Option(None, help="Replay from this timestamp (inclusive)."),
+    end: datetime | None = typer.Option(None, help="Replay up to this timestamp (exclusive)."),
+    region: list[str] = typer.Option([], help="Only these region codes (repeatable)."),
+    batch_size: int = typer.Option(32, help="At most this many texts per request."),
+    api_key: str | None = typer.Option(None, envvar="SENTIMENT_API_KEY", help="API key, if the service wants one."),
+    progress: bool = ProgressOption,
+) -> None:
+    """Stream feedback to POST {url}/v1/predict in time order, compressed, so dashboards and alerts come alive."""
+    from peru_sentiment.monitoring import replay as player
+
+    frame = player.select(player.read_feedback(input_file), start, end, region)
+    if frame.empty:
+        raise PipelineError(f"no rows of {input_file} match the filters")
+    plan = player.plan(frame, rate=rate, speedup=speedup, duration=duration)
+    typer.echo(f"replaying {len(plan.items)} texts over {plan.due[-1]:.0f} s to {url}")
+    headers = {"X-API-Key": api_key} if api_key else None
+    report = player.replay(url, plan, batch_size=batch_size, headers=headers, progress=progress)
+    typer.echo(report.summary())
+    if report.failed:
+        raise SystemExit(1)
 
 
 def _version(package: str) -> str:
