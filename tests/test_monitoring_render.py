@@ -99,6 +99,8 @@ def test_dashboards_use_the_datasource_variable_and_explain_every_panel(config):
             assert panel["description"], f"{name}: {panel['title']} has no description"
             assert panel["datasource"]["uid"] == "${datasource}"
             assert all(target["datasource"]["uid"] == "${datasource}" for target in panel["targets"])
+            if panel["type"] == "bargauge":  # one bar per series (region), so not the table format
+                assert all(target["instant"] and target.get("format") != "table" for target in panel["targets"])
     region = {v["name"]: v for v in dashboards["sentiment-by-region"]["templating"]["list"]}["region"]
     assert region["query"]["query"] == "label_values(sentiment_predictions_total, region)"
     assert region["includeAll"] and region["multi"]

@@ -78,7 +78,7 @@ def _target(expr: str, legend: str = "", *, instant: bool = False, ref: str = "A
     query = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
     if legend:
         query = query.legend_format(legend)
-    return query.instant().format(PromQueryFormat.TABLE) if instant else query.range()
+    return query.instant() if instant else query.range()
 
 
 def _thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
@@ -358,7 +358,11 @@ def _service(config: MonitoringConfig) -> dashboard.Dashboard:
             .datasource(DATASOURCE)
             .height(5)
             .span(24)
-            .with_target(_target("max by (version, checkpoint) (sentiment_model_info) == 1", instant=True))
+            .with_target(
+                _target("max by (version, checkpoint) (sentiment_model_info) == 1", instant=True).format(
+                    PromQueryFormat.TABLE
+                )
+            )
         )
     )
 
