@@ -6,8 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Debian packages the tests need: prometheus provides `prometheus` and `promtool`.
+SYSTEM_PACKAGES := prometheus
 
-.PHONY: setup repro test lint format clean
+.PHONY: setup system-deps repro test lint format clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +22,15 @@ setup: $(STAMP)  ## create .venv with the pinned dependencies
 repro: setup  ## run the whole DVC pipeline (default, offline configuration)
 	$(BIN)/dvc repro
 
-test: setup lint  ## lint and run the test suite
+system-deps:  ## install the missing SYSTEM_PACKAGES with apt-get (as root, or through sudo)
+	@missing="$$(for package in $(SYSTEM_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done)"; \
+	if [ -n "$$missing" ]; then \
+		command -v apt-get >/dev/null || { echo "warning: no apt-get; install $$missing yourself"; exit 0; }; \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test: setup lint system-deps  ## lint and run the test suite
 	$(BIN)/pytest
 
 lint: setup

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -342,6 +344,78 @@ def profile(
 
     changed = apply_profile(name, params_file)
     typer.echo(f"profile {name}: {len(changed)} value(s) changed" + (f" ({', '.join(changed)})" if changed else ""))
+
+
+monitoring_app = typer.Typer(help="Dashboards and alert rules as code, and a local Prometheus.", no_args_is_help=True)
+app.add_typer(monitoring_app, name="monitoring")
+MonitoringConfigOption = typer.Option(Path("configs/monitoring.yaml"), "--config", help="Monitoring config.")
+
+
+@monitoring_app.command("render")
+def monitoring_render(
+    config_file: Path = MonitoringConfigOption,
+    windows: str = typer.Option("production", help="Window set of the rules (configs/monitoring.yaml: windows)."),
+    root: Path = typer.Option(Path("."), help="Folder to write grafana/dashboards and monitoring/rules under."),
+) -> None:
+    """Write grafana/dashboards/*.json and monitoring/rules/sentiment.yml from the monitoring config."""
+    from peru_sentiment.monitoring.config import load_monitoring_config
+    from peru_sentiment.monitoring.render import render_files, write_files
+
+    config = load_monitoring_config(config_file)
+    for path in write_files(render_files(config, config.window_set(windows)), root):
+        typer.echo(f"wrote {path}")
+
+
+@monitoring_app.command("prometheus")
+def monitoring_prometheus(
+    target: list[str] = typer.Option(["127.0.0.1:8000"], help="host:port of the service to scrape (repeatable)."),
+    config_file: Path = MonitoringConfigOption,
+    windows: str = typer.Option("replay", help="Window set of the rules: replay suits a compressed replay."),
+    port: int = typer.Option(9090, help="Port Prometheus listens on (127.0.0.1)."),
+    scrape_interval: str = typer.Option("5s", help="Scrape and rule evaluation interval."),
+    workdir: Path = typer.Option(Path("monitoring/local"), help="Configuration, rules and data of this Prometheus."),
+) -> None:
+    """Run Prometheus (the Debian binary) on loopback with the rules, scraping the service, until Ctrl-C."""
+    from peru_sentiment.monitoring.config import load_monitoring_config
+    from peru_sentiment.monitoring.local_prometheus import LocalPrometheus
+    from peru_sentiment.monitoring.rules import render_rules
+
+    config = load_monitoring_config(config_file)
+    rules = render_rules(config, config.window_set(windows))
+    server = LocalPrometheus(workdir, target, rules, scrape_interval=scrape_interval, port=port)
+    with server:
+        typer.echo(f"Prometheus on {server.url} scraping {', '.join(target)}; Ctrl-C stops it")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.wait()
+
+
+@app.command()
+def replay(
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the sentiment service."),
+    input_file: Path = typer.Option(Path("data/raw/synthetic.parquet"), "--input", help="CSV, JSONL or Parquet."),
+    rate: float = typer.Option(50.0, help="At most this many texts per second."),
+    speedup: float | None = typer.Option(None, help="Compress real time by this factor (e.g. 8640: a day in 10 s)."),
+    duration: float | None = typer.Option(None, help="Or fit the whole period in this many seconds."),
+    start: datetime | None = typer.Option(None, help="Replay from this timestamp (inclusive)."),
+    end: datetime | None = typer.Option(None, help="Replay up to this timestamp (exclusive)."),
+    region: list[str] = typer.Option([], help="Only these region codes (repeatable)."),
+    batch_size: int = typer.Option(32, help="At most this many texts per request."),
+    api_key: str | None = typer.Option(None, envvar="SENTIMENT_API_KEY", help="API key, if the service wants one."),
+    progress: bool = ProgressOption,
+) -> None:
+    """Stream feedback to POST {url}/v1/predict in time order, compressed, so dashboards and alerts come alive."""
+    from peru_sentiment.monitoring import replay as player
+
+    frame = player.select(player.read_feedback(input_file), start, end, region)
+    if frame.empty:
+        raise PipelineError(f"no rows of {input_file} match the filters")
+    plan = player.plan(frame, rate=rate, speedup=speedup, duration=duration)
+    typer.echo(f"replaying {len(plan.items)} texts over {plan.due[-1]:.0f} s to {url}")
+    headers = {"X-API-Key": api_key} if api_key else None
+    report = player.replay(url, plan, batch_size=batch_size, headers=headers, progress=progress)
+    typer.echo(report.summary())
+    if report.failed:
+        raise SystemExit(1)
 
 
 def _version(package: str) -> str:
