@@ -34,12 +34,12 @@ test: setup lint system-deps  ## lint and run the test suite
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests serve benchmarks
+	$(BIN)/ruff format --check src tests serve benchmarks
 
 format: setup
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests serve benchmarks
+	$(BIN)/ruff check --fix src tests serve benchmarks
 
 clean:
 	rm -rf $(VENV)

@@ -10,11 +10,14 @@ worker only parse JSON, clean text and wait for the batcher, so many of them
 
 Environment: ``SENTIMENT_BIND`` (default 127.0.0.1:8000), ``SENTIMENT_WORKERS``,
 ``SENTIMENT_THREADS``, plus the server settings ``SENTIMENT_*`` (configs/serve.yaml).
+Prometheus metrics of all workers are aggregated through files in
+``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary directory unless set).
 SIGTERM stops accepting connections and lets in-flight requests finish
 (``graceful_timeout``) before the workers exit.
 """
 
 import os
+import tempfile
 
 cores = os.cpu_count() or 1
 workers = int(os.environ.get("SENTIMENT_WORKERS", max(1, cores // 4)))
@@ -27,6 +30,12 @@ wsgi_app = "peru_sentiment.serving.app:create_app()"
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, cores // workers)))
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Set before prometheus_client is imported anywhere: it picks its value storage at import.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="peru-sentiment-metrics-"))
+
+from peru_sentiment.serving import metrics  # noqa: E402
+
+child_exit = metrics.child_exit  # a dead worker's live gauges (in flight, model info) are dropped
 
 timeout = 120  # loading and warming the model happens in the worker before it answers
 graceful_timeout = 30
@@ -38,6 +47,11 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
 loglevel = "info"
+
+
+def on_starting(server):
+    """Counters restart with the server."""
+    metrics.reset_multiprocess_dir()
 
 
 def worker_exit(server, worker):

@@ -5,8 +5,9 @@ short windows; the service gets normal traffic in every region, then an incident
 ``INCIDENT_REGION``. The regional alert must fire there and nowhere else, and every PromQL
 expression of the dashboards and rules must return data.
 
-The monitored service is a fixture parameter: today a stand-in exporter driven through
-``ServiceMetrics`` in this process; the real server plugs in as another ``*_service`` fixture.
+The monitored service is a fixture parameter: the real server (gunicorn, the tiny exported
+model, traffic sent with the replay module) and a stand-in exporter driven through
+``ServiceMetrics`` in this process, which checks the rules apart from the model.
 """
 
 import itertools
@@ -16,14 +17,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import pandas as pd
 import pytest
 from prometheus_client import start_http_server
 
-from conftest import ROOT
+from conftest import ROOT, TOY_WORDS
 from peru_sentiment.monitoring.config import Windows, load_monitoring_config
 from peru_sentiment.monitoring.local_prometheus import LocalPrometheus
 from peru_sentiment.monitoring.render import promql_expressions
+from peru_sentiment.monitoring.replay import plan, replay
 from peru_sentiment.monitoring.rules import render_rules
+from peru_sentiment.serving.launch import start_server
 from peru_sentiment.serving.metrics import PredictionRecord, ServiceMetrics
 
 # Windows compressed so the test takes seconds: a 10 s "recent" window against a 1 min baseline.
@@ -79,6 +83,34 @@ def standin_service(regions) -> Iterator[MonitoredService]:
     thread.join(timeout=5)
 
 
+@pytest.fixture
+def server_service(tiny_bundle, tmp_path) -> Iterator[MonitoredService]:
+    """The production server with the tiny model (trained on TOY_WORDS), fed through the replay module."""
+    process, url = start_server(tiny_bundle, tmp_path / "server.log", SENTIMENT_WORKERS="2", SENTIMENT_THREADS="8")
+
+    def traffic(stop: threading.Event) -> None:
+        started = time.monotonic()
+        for tick in itertools.count():
+            incident = time.monotonic() - started > NORMAL_SECONDS
+            rows = [
+                {"feedback_id": f"{tick}-{region}-{index}", "region": region, "channel": "app_review",
+                 "timestamp": pd.Timestamp("2026-02-02 12:00", tz="America/Lima") + pd.Timedelta(seconds=tick),
+                 "text": f"{TOY_WORDS['neutral'][(tick + index) % 6]} {TOY_WORDS[label][(tick + index) % 6]}"}
+                for region in REGIONS
+                for index, label in enumerate(_labels(incident and region == INCIDENT_REGION))
+            ]  # fmt: skip
+            report = replay(url, plan(pd.DataFrame(rows), rate=10_000), progress=False)
+            assert report.failed == 0
+            if tick % 10 == 0:  # a client error now and then, for the error panels
+                replay(url, plan(pd.DataFrame([{**rows[0], "text": " "}]), rate=10_000), progress=False)
+            if stop.wait(0.25):
+                return
+
+    yield MonitoredService(url.removeprefix("http://"), traffic)
+    process.terminate()
+    process.wait(timeout=30)
+
+
 def _labels(incident: bool) -> tuple[str, ...]:
     """Labels of one tick in one region: 25% negative normally, 75% during the incident."""
     return (
@@ -88,9 +120,9 @@ def _labels(incident: bool) -> tuple[str, ...]:
     )
 
 
-@pytest.fixture(params=["standin"])
+@pytest.fixture(params=["server", "standin"])
 def service(request) -> MonitoredService:
-    """The monitored service; add "server" to params with a ``server_service`` fixture for the real one."""
+    """The monitored service: the real server, or the stand-in exporter."""
     return request.getfixturevalue(f"{request.param}_service")
 
 

@@ -319,3 +319,20 @@ def test_real_server_handles_concurrent_load_then_shuts_down_gracefully(tiny_bun
         process.kill()
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log and texts[0] not in log
+
+
+def test_metrics_count_predictions_with_bounded_labels_and_errors(client):
+    client.post("/v1/predict", json={"items": [
+        {"text": "pésimo, llegó frío", "region": "Cusco", "channel": "App Review", "language": "es"},
+        {"text": "great app", "region": "<script>alert(1)</script>", "channel": "fax"},
+    ]})  # fmt: skip
+    client.post("/v1/predict", data="{", content_type="application/json")
+    exposition = client.get("/metrics").get_data(as_text=True)
+    assert 'region="PE-CUS"' in exposition and 'region="unknown"' in exposition
+    assert 'channel="app_review"' in exposition and 'channel="unknown"' in exposition
+    assert "script" not in exposition and "fax" not in exposition
+    assert 'sentiment_errors_total{type="invalid_json"}' in exposition
+    assert 'sentiment_http_requests_total{endpoint="predict",method="POST",status="400"}' in exposition
+    assert 'sentiment_model_info{checkpoint="unknown",version="tiny-0"} 1.0' in exposition
+    assert 'sentiment_training_label_share{label="positive"} 0.5' in exposition
+    assert "sentiment_batch_size_count" in exposition

@@ -302,6 +302,7 @@ def export(
             preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, params.train.bucket_lengths),
             training_distribution=training_labels.value_counts(normalize=True).to_dict(),
             extra_files={"metrics.json": metrics} if metrics.is_file() else {},
+            source={"checkpoint": _checkpoint_name(params), "trained_model": str(model_dir)},
         )  # fmt: skip
         texts = _read_parquet(data_dir / "validation.parquet")["text"].head(params.export.verify_rows).tolist()
         difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())
@@ -416,6 +417,12 @@ def replay(
     typer.echo(report.summary())
     if report.failed:
         raise SystemExit(1)
+
+
+def _checkpoint_name(params) -> str:
+    """The backbone a model was fine-tuned from: the pretrained stage's kind, or the checkpoint given."""
+    checkpoint = params.model.checkpoint
+    return params.pretrained.kind if Path(checkpoint) == Path("models/pretrained") else checkpoint
 
 
 def _version(package: str) -> str:

@@ -115,8 +115,11 @@ def write_bundle(
     training_distribution: Mapping[str, float],
     extra_files: Mapping[str, Path] | None = None,
     attention: Callable | None = None,
+    source: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a bundle into `directory` (replaced if present) and return it.
+
+    ``source`` (e.g. the backbone ``checkpoint``) is recorded in the manifest.
 
     The files go to a temporary sibling first, and the manifest is written last,
     so an interrupted export never leaves a bundle that verifies.
@@ -136,7 +139,8 @@ def write_bundle(
         for path in sorted(staging.rglob("*"))
         if path.is_file()
     }
-    _write_json(staging / MANIFEST_FILE, {"format": FORMAT_VERSION, "version": directory.name, "files": files})
+    manifest = {"format": FORMAT_VERSION, "version": directory.name, "source": dict(source or {}), "files": files}
+    _write_json(staging / MANIFEST_FILE, manifest)
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
     (directory.parent / LATEST_FILE).write_text(directory.name + "\n")
@@ -195,6 +199,7 @@ class ModelBundle:
     training_distribution: dict[str, float]
     encoder: TextEncoder
     endpoints: object  # the loaded SavedModel
+    source: dict
     batch_size: int = 64
 
     def _probabilities(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -238,6 +243,7 @@ def load_bundle(path: Path, batch_size: int = 64) -> ModelBundle:
         training_distribution=json.loads((directory / DISTRIBUTION_FILE).read_text()),
         encoder=encoder,
         endpoints=endpoints,
+        source=manifest.get("source", {}),
         batch_size=batch_size,
     )
 

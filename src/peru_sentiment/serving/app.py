@@ -11,14 +11,17 @@ import hmac
 import json
 import logging
 import threading
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from peru_sentiment.data.synthetic import load_regions
 from peru_sentiment.export.bundle import ModelBundle, load_bundle
 from peru_sentiment.serving.batcher import BatcherClosed
+from peru_sentiment.serving.metrics import ServiceMetrics
 from peru_sentiment.serving.openapi import openapi_document
 from peru_sentiment.serving.schemas import FeedbackItem, PredictBatch
 from peru_sentiment.serving.service import EmptyAfterCleaning, PredictionService
@@ -37,6 +40,7 @@ class ApiError(Exception):
 def _error_response(status: int, kind: str, message: str, details: list[dict] | None = None) -> Response:
     response = jsonify({"error": {"type": kind, "message": message, "details": details or []}})
     response.status_code = status
+    g.error_kind = kind
     return response
 
 
@@ -75,11 +79,14 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     """The app, with its model loaded; warm-up runs in the background and /readyz reports when it is done."""
     settings = settings or load_settings()
     bundle = bundle or load_bundle(settings.model_dir, batch_size=settings.model_batch_size)
+    metrics = ServiceMetrics({region.code: region.name for region in load_regions(settings.regions_file)})
+    metrics.set_model(bundle.version, bundle.source.get("checkpoint", "unknown"), bundle.training_distribution)
     service = PredictionService(
         bundle,
         micro_batch_size=settings.micro_batch_size,
         max_wait_s=settings.max_wait_ms / 1000,
         timeout_s=settings.request_timeout_s,
+        metrics=metrics,
     )
     if settings.warmup:
         threading.Thread(target=service.warm_up, name="warm-up", daemon=True).start()
@@ -91,9 +98,17 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     app.json.ensure_ascii = False
     app.extensions[EXTENSION] = service
     api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+    served = app.wsgi_app
+
+    def counted(environ, start_response):
+        with metrics.track_in_flight():
+            return served(environ, start_response)
+
+    app.wsgi_app = counted
 
     @app.before_request
     def _guard():
+        g.started = time.perf_counter()
         if not request.path.startswith("/v1/"):
             return None
         if api_key is not None:
@@ -113,7 +128,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         if len(items) > settings.max_items:
             raise ApiError(422, "too_many_items", f"at most {settings.max_items} items per request; split the batch")
         try:
-            results, _, _ = service.predict(items)
+            results = service.predict(items)
         except EmptyAfterCleaning as error:
             raise ApiError(422, "validation_error", str(error)) from None
         return jsonify({"model_version": bundle.version, "predictions": results})
@@ -142,6 +157,20 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         if not service.ready:
             return _error_response(503, "not_ready", "the model is still warming up")
         return jsonify({"status": "ready", "model_version": bundle.version})
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        body, content_type = metrics.render_metrics()
+        return Response(body, content_type=content_type)
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        rule = request.url_rule
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.observe_request(rule.endpoint if rule else None, request.method, response.status_code, elapsed)
+        if "error_kind" in g:
+            metrics.record_error(g.error_kind)
+        return response
 
     @app.get("/openapi.json")
     def openapi():

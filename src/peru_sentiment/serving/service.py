@@ -11,11 +11,10 @@ import logging
 import threading
 import time
 
-import numpy as np
-
 from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.export.bundle import ModelBundle
 from peru_sentiment.serving.batcher import MicroBatcher
+from peru_sentiment.serving.metrics import PredictionRecord, ServiceMetrics
 from peru_sentiment.serving.schemas import FeedbackItem
 from peru_sentiment.text.language import LanguageDetector
 from peru_sentiment.text.normalize import is_blank
@@ -35,14 +34,13 @@ class PredictionService:
         micro_batch_size: int,
         max_wait_s: float,
         timeout_s: float,
-        on_batch=None,
+        metrics: ServiceMetrics,
     ):
-        self.bundle = bundle
-        self.timeout_s = timeout_s
+        self.bundle, self.metrics, self.timeout_s = bundle, metrics, timeout_s
         self.detector = LanguageDetector(
             bundle.preprocessing["detect_languages"], bundle.preprocessing["min_language_confidence"]
         )
-        self.batcher = MicroBatcher(bundle.predict_proba, micro_batch_size, max_wait_s, on_batch)
+        self.batcher = MicroBatcher(bundle.predict_proba, micro_batch_size, max_wait_s, metrics.observe_batch)
         self._ready = threading.Event()
 
     @property
@@ -69,8 +67,8 @@ class PredictionService:
             raise EmptyAfterCleaning(f"item(s) {empty} contain no visible text")
         return texts
 
-    def predict(self, items: list[FeedbackItem]) -> tuple[list[dict], np.ndarray, list[str]]:
-        """One result per item, plus the probabilities and prepared texts (for metrics)."""
+    def predict(self, items: list[FeedbackItem]) -> list[dict]:
+        """One result per item, in order; the metrics count each by label, region, channel and language."""
         texts = self.prepare(items)
         languages = self.detector.detect(texts)
         probabilities = self.batcher.submit(texts, timeout=self.timeout_s)
@@ -84,7 +82,11 @@ class PredictionService:
             }
             for item, row, language in zip(items, probabilities, languages, strict=True)
         ]
-        return results, probabilities, texts
+        self.metrics.observe_predictions(
+            PredictionRecord(result["label"], float(row.max()), item.region, item.channel, language, len(text))
+            for result, row, item, language, text in zip(results, probabilities, items, languages, texts, strict=True)
+        )
+        return results
 
     def close(self) -> None:
         self.batcher.close()
