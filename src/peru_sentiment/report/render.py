@@ -1,0 +1,52 @@
+"""Jinja2 templates of the report and model card, and the HTML pieces they embed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup, escape
+
+# Colours of word highlighting: attention (unsigned) and attribution (for / against the predicted label).
+ATTENTION_RGB, SUPPORT_RGB, AGAINST_RGB = (37, 99, 235), (22, 163, 74), (220, 38, 38)
+
+
+def environment() -> jinja2.Environment:
+    """Templates in ``report/templates``; HTML ones autoescaped, Markdown ones not."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("peru_sentiment.report", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["html_table"] = html_table
+    env.filters["md_table"] = md_table
+    env.filters["pct"] = lambda value: "n/a" if pd.isna(value) else f"{value:.1%}"
+    return env
+
+
+def html_table(frame: pd.DataFrame, digits: int = 3, index: bool = True) -> Markup:
+    return Markup(frame.to_html(classes="table", float_format=lambda v: f"{v:.{digits}f}", index=index, border=0))
+
+
+def md_table(frame: pd.DataFrame, digits: int = 3, index: bool = True) -> str:
+    return frame.to_markdown(index=index, floatfmt=f".{digits}f")
+
+
+def highlight(words: Sequence[str], scores: Sequence[float], signed: bool) -> Markup:
+    """Words as spans whose background strength is |score| relative to the text's largest.
+
+    Signed scores (attribution): green supports the predicted label, red argues against it.
+    """
+    scale = max((abs(score) for score in scores), default=0.0) or 1.0
+    spans = []
+    for word, score in zip(words, scores, strict=True):
+        rgb = (SUPPORT_RGB if score >= 0 else AGAINST_RGB) if signed else ATTENTION_RGB
+        alpha = 0.85 * abs(score) / scale
+        spans.append(
+            f'<span class="word" style="background: rgba({rgb[0]}, {rgb[1]}, {rgb[2]}, {alpha:.2f})" '
+            f'title="{score:+.4f}">{escape(word)}</span>'
+        )
+    return Markup(" ".join(spans))
