@@ -38,7 +38,7 @@ def integrated_gradients(
     token_ids: np.ndarray,
     padding_mask: np.ndarray,
     target: int,
-    steps: int = 32,
+    steps: int = 16,
     keep: np.ndarray | None = None,
 ) -> Attribution:
     """Per-piece integrated gradients of logit `target` for one text (1-D ``token_ids`` and ``padding_mask``).

@@ -26,7 +26,7 @@ def _attention_model(classifier: keras.Model) -> keras.Model:
     return attention_model(classifier)
 
 
-def explain_text(predictor: SentimentPredictor, text: str, steps: int = 32) -> dict:
+def explain_text(predictor: SentimentPredictor, text: str, steps: int = 16) -> dict:
     """A JSON-serialisable explanation of the predicted label of `text`.
 
     - ``label``, ``probabilities`` (per label);

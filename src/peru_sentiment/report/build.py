@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm.auto import tqdm
 
 from peru_sentiment.config import Hyperparameters, Params, load_yaml
+from peru_sentiment.errors import ConfigError
 from peru_sentiment.explain.explain import explain_text
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.report import analysis, figures, inputs
@@ -83,9 +85,29 @@ def score_incidents(
     return visibility, analysis.negative_timeline(scored, events, params.report.timeline_frequency)
 
 
+class ModelCardText(BaseModel):
+    """The hand-written model card file: a title, an owner and lists of statements per section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str
+    owner: str
+    intended_use: list[str]
+    out_of_scope: list[str]
+    training_data: list[str]
+    limitations: list[str]
+    personal_data: list[str]
+
+
 def model_card_context(params: Params, splits: dict[str, pd.DataFrame], details: dict, best: dict) -> dict:
     """The hand-written model card (``report.model_card``) with the numbers from this run."""
-    card = load_yaml(params.report.model_card)
+    path = params.report.model_card
+    try:
+        card = ModelCardText.model_validate(load_yaml(path)).model_dump()
+    except ValidationError as error:
+        raise ConfigError(
+            f"{path}: {error.errors()[0]['loc']}: {error.errors()[0]['msg']} (quote text with colons)"
+        ) from None
     model = details["test"]["model"]
     by_language = pd.DataFrame(model["breakdowns"].get("language", {})).T
     return {
@@ -113,6 +135,7 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
         .to_dict()
     )
     card_tables = analysis.data_card(splits)
+    card_tables["region"] = card_tables["region"].rename(index=names)
     sweep = inputs.sweep_summary(paths)
     best = inputs.read_json(paths.best_hparams, "tune")
     history = inputs.training_history(paths)

@@ -56,9 +56,9 @@ def sweep_figure(summary: pd.DataFrame, hyperparameters: list[str]) -> Figure:
     figure, axes = _subplots(1, len(varied), figsize=(3.6 * len(varied), 3.4), squeeze=False, sharey=True)
     for axis, name in zip(axes[0], varied, strict=True):
         values = completed[name]
-        if pd.api.types.is_numeric_dtype(values) and values.nunique() > 3:
+        if pd.api.types.is_float_dtype(values) and not (values % 1 == 0).all():  # continuous: scatter
             axis.scatter(values, completed[MONITOR], s=60, color="tab:blue", edgecolor="black")
-            if name == "learning_rate":
+            if values.min() > 0 and values.max() / values.min() > 2:
                 axis.set_xscale("log")
         else:
             sns.stripplot(x=values.astype(str), y=completed[MONITOR], ax=axis, size=9, jitter=0.1,
@@ -114,7 +114,7 @@ def calibration_figure(reliability: list[dict], ece: float) -> Figure:
         bins = pd.DataFrame(reliability)
         axis.plot(bins["confidence"], bins["accuracy"], marker="o", label="model")
         for _, row in bins.iterrows():
-            axis.annotate(str(row["count"]), (row["confidence"], row["accuracy"]), fontsize=7,
+            axis.annotate(f"{row['count']:.0f}", (row["confidence"], row["accuracy"]), fontsize=7,
                           xytext=(3, -10), textcoords="offset points")  # fmt: skip
     axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="mean confidence in bin", ylabel="accuracy in bin",
              title=f"ECE {ece:.3f} (labels: texts per bin)")  # fmt: skip
@@ -145,13 +145,15 @@ def attention_grid_figure(attention: np.ndarray, length: int) -> Figure:
             mosaic[top : top + length, left : left + length] = attention[layer, head, :length, :length]
     size = min(11.0, 0.9 * heads + 1.5)
     figure, axis = _subplots(figsize=(size, size * layers / heads + 0.5))
-    image = axis.imshow(mosaic, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    # Most weights are small; saturating at the 99th percentile keeps the patterns visible.
+    top = float(np.nanpercentile(mosaic, 99)) or 1.0
+    image = axis.imshow(mosaic, cmap="viridis", vmin=0, vmax=top, interpolation="nearest")
     centres = (length - 1) / 2 + np.arange(max(layers, heads)) * (length + gap)
     axis.set_xticks(centres[:heads], [str(h + 1) for h in range(heads)])
     axis.set_yticks(centres[:layers], [str(layer + 1) for layer in range(layers)])
     axis.set(xlabel="head", ylabel="layer")
     axis.grid(False)
-    figure.colorbar(image, ax=axis, shrink=0.6, label="attention weight")
+    figure.colorbar(image, ax=axis, shrink=0.6, label="attention weight", extend="max")
     return figure
 
 

@@ -27,12 +27,23 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def formatted(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Numbers as text: whole numbers without decimals (counts), others to `digits` significant digits."""
+
+    def number(value):
+        if isinstance(value, float) and not pd.isna(value):
+            return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.{digits}g}"
+        return value
+
+    return frame.map(number)
+
+
 def html_table(frame: pd.DataFrame, digits: int = 3, index: bool = True) -> Markup:
-    return Markup(frame.to_html(classes="table", float_format=lambda v: f"{v:.{digits}f}", index=index, border=0))
+    return Markup(formatted(frame, digits).to_html(classes="table", index=index, border=0))
 
 
 def md_table(frame: pd.DataFrame, digits: int = 3, index: bool = True) -> str:
-    return frame.to_markdown(index=index, floatfmt=f".{digits}f")
+    return formatted(frame, digits).to_markdown(index=index, disable_numparse=True)
 
 
 def highlight(words: Sequence[str], scores: Sequence[float], signed: bool) -> Markup:
