@@ -21,7 +21,7 @@ from peru_sentiment.errors import ConfigError
 from peru_sentiment.explain.explain import explain_text
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.report import analysis, figures, inputs
-from peru_sentiment.report.render import environment, highlight
+from peru_sentiment.report.render import environment, explanation_views
 from peru_sentiment.schema import LABELS
 from peru_sentiment.training.trainer import MONITOR
 
@@ -49,8 +49,7 @@ class Explained:
 
     row: dict
     explanation: dict
-    rollout_html: str
-    attribution_html: str
+    views: str  # rollout and integrated gradients as highlighted words
     grid: str  # data URI of the layer x head attention grid
 
 
@@ -64,8 +63,7 @@ def explain_rows(predictor: SentimentPredictor, rows: pd.DataFrame, steps: int, 
             Explained(
                 row=row,
                 explanation=result,
-                rollout_html=highlight(result["words"], result["rollout"], signed=False),
-                attribution_html=highlight(result["words"], result["integrated_gradients"], signed=True),
+                views=explanation_views(result),
                 grid=figures.to_data_uri(grid),
             )
         )

@@ -61,3 +61,13 @@ def highlight(words: Sequence[str], scores: Sequence[float], signed: bool) -> Ma
             f'title="{score:+.4f}">{escape(word)}</span>'
         )
     return Markup(" ".join(spans))
+
+
+def explanation_views(explanation: dict) -> Markup:
+    """Rollout and integrated gradients of an ``explain_text`` result, side by side, as highlighted words."""
+    rollout = highlight(explanation["words"], explanation["rollout"], signed=False)
+    attribution = highlight(explanation["words"], explanation["integrated_gradients"], signed=True)
+    return Markup(
+        f'<div class="views"><div>rollout</div><div>{rollout}</div>'
+        f"<div>integrated gradients</div><div>{attribution}</div></div>"
+    )
