@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test lint format clean
+.PHONY: setup system-deps repro test lint format clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,10 @@ setup: $(STAMP)  ## create .venv with the pinned dependencies
 repro: setup  ## run the whole DVC pipeline (default, offline configuration)
 	$(BIN)/dvc repro
 
-test: setup lint  ## lint and run the test suite
+system-deps:  ## Chromium for the report test (Debian/Ubuntu, as root); skipped when already installed
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: setup system-deps lint  ## lint and run the test suite
 	$(BIN)/pytest
 
 lint: setup
