@@ -11,6 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from peru_sentiment.training.trainer import MONITOR
 
@@ -21,7 +22,7 @@ logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
 def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs) -> tuple[Figure, object]:
     """A standalone figure (no pyplot state: nothing to close, displays once in a notebook) and its axes."""
-    figure = Figure(figsize=figsize)
+    figure = Figure(figsize=figsize, layout="constrained")
     return figure, figure.subplots(nrows, ncols, **kwargs)
 
 
@@ -34,12 +35,13 @@ def to_data_uri(figure: Figure, dpi: int = 96) -> str:
 
 def data_figure(tables: dict[str, pd.DataFrame]) -> Figure:
     """Rows per label, channel, language and region (all splits), from :func:`analysis.data_card`."""
-    figure = Figure(figsize=(12, 7))
+    figure = Figure(figsize=(12, 8), layout="constrained")
     grid = figure.add_gridspec(3, 2, width_ratios=[1, 1.1])
     for row, column in enumerate(("label", "channel", "language")):
         axis = figure.add_subplot(grid[row, 0])
         tables[column]["total"].plot.barh(ax=axis, color=sns.color_palette()[row])
         axis.set(title=f"rows by {column}", xlabel="", ylabel="")
+        axis.xaxis.set_major_locator(MaxNLocator(5))
         axis.invert_yaxis()
     axis = figure.add_subplot(grid[:, 1])
     tables["region"]["total"].plot.barh(ax=axis, color=sns.color_palette()[3])
@@ -87,7 +89,8 @@ def baselines_figure(scores: pd.DataFrame) -> Figure:
     """Test macro-F1 and accuracy of the model and each baseline (rows: systems)."""
     figure, axis = _subplots(figsize=(7, 3.2))
     scores[["macro_f1", "accuracy"]].plot.barh(ax=axis)
-    axis.set(xlim=(0, 1), xlabel="test score", ylabel="")
+    axis.set(xlim=(0, 1.12), xlabel="test score", ylabel="")
+    axis.legend(loc="lower right")
     axis.invert_yaxis()
     for container in axis.containers:
         axis.bar_label(container, fmt="%.3f", padding=2, fontsize=8)
@@ -143,7 +146,7 @@ def attention_grid_figure(attention: np.ndarray, length: int) -> Figure:
         for head in range(heads):
             top, left = layer * (length + gap), head * (length + gap)
             mosaic[top : top + length, left : left + length] = attention[layer, head, :length, :length]
-    size = min(11.0, 0.9 * heads + 1.5)
+    size = min(8.0, 0.7 * heads + 1.5)
     figure, axis = _subplots(figsize=(size, size * layers / heads + 0.5))
     # Most weights are small; saturating at the 99th percentile keeps the patterns visible.
     top = float(np.nanpercentile(mosaic, 99)) or 1.0
