@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from playwright.sync_api import sync_playwright
 
 from peru_sentiment.report import analysis
@@ -115,3 +116,15 @@ def test_highlighting_escapes_words_and_scales_to_the_largest_score():
     html = highlight(["<b>pésimo</b>", "ok"], [-2.0, 1.0], signed=True)
     assert "&lt;b&gt;pésimo&lt;/b&gt;" in html and "<b>" not in html
     assert "rgba(220, 38, 38, 0.85)" in html and "rgba(22, 163, 74, 0.42)" in html
+
+
+def test_a_model_card_statement_with_an_unquoted_colon_is_a_config_error(params, tmp_path):
+    from peru_sentiment.errors import ConfigError
+    from peru_sentiment.report.build import model_card_context
+
+    card = {"title": "t", "owner": "o", "out_of_scope": [], "training_data": [], "limitations": [], "personal_data": []}
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card) + "intended_use:\n  - Aspect-level sentiment: one label per text\n")
+    report = params.report.model_copy(update={"model_card": path})
+    with pytest.raises(ConfigError, match="intended_use"):
+        model_card_context(params.model_copy(update={"report": report}), {}, {}, {})
