@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian packages the tests need: prometheus provides `prometheus` and `promtool`.
-SYSTEM_PACKAGES := prometheus
+# Debian packages the tests need: prometheus provides `prometheus` and `promtool`;
+# chromium opens the HTML report headless.
+SYSTEM_PACKAGES := prometheus chromium
 
 .PHONY: setup system-deps repro test lint format clean
 

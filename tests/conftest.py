@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +113,43 @@ def tiny_bundle(tiny_trained, tmp_path_factory, params):
         preprocessing=preprocessing_settings(params.preprocess, tiny_trained.encoder, [8, 16, 32]),
         training_distribution={"negative": 0.3, "neutral": 0.2, "positive": 0.5},
     )  # fmt: skip
+
+
+def run_command(command: list[str], cwd: Path) -> str:
+    """Run a command of the virtualenv in `cwd` with a minimal environment; fail the test on a non-zero exit.
+
+    The package is imported from this checkout's src/, whatever the virtualenv's editable install points to.
+    """
+    bin_dir = Path(sys.executable).parent
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(cwd),
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory) -> Path:
+    """The whole pipeline on the smoke profile, run once with `dvc repro` in its own git + DVC repository.
+
+    Shared by the CLI, report and notebook tests. Only test_cli changes it
+    afterwards (one evaluate parameter, then `dvc repro` again).
+    """
+    project = tmp_path_factory.mktemp("smoke")
+    for name in ("dvc.yaml", "params.yaml", "configs", "src", "data/external"):
+        source, target = ROOT / name, project / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(source, target)
+    run_command(["peru-sentiment", "profile", "smoke"], project)
+    run_command(["git", "init", "-q"], project)
+    run_command(["dvc", "init", "-q"], project)
+    run_command(["git", "add", "-A"], project)
+    run_command(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "smoke"], project)
+    run_command(["dvc", "repro"], project)
+    return project

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from conftest import ROOT, run_command
 from peru_sentiment.cli import app
 
 STAGES = ("generate", "ingest", "preprocess", "split")
@@ -41,73 +40,58 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert result.returncode == 2 and "label_distribution" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.fixture
-def smoke_repo(tmp_path):
-    """A copy of the pipeline on the smoke profile, as its own git + DVC repository."""
-    for name in ("dvc.yaml", "params.yaml", "configs", "src", "data/external"):
-        source, target = ROOT / name, tmp_path / name
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(source, target)
-    _run(["peru-sentiment", "profile", "smoke"], tmp_path)
-    _run(["git", "init", "-q"], tmp_path)
-    _run(["dvc", "init", "-q"], tmp_path)
-    _run(["git", "add", "-A"], tmp_path)
-    _run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "smoke"], tmp_path)
-    return tmp_path
-
-
-def _run(command, cwd):
-    bin_dir = Path(sys.executable).parent
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(cwd), "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def test_smoke_pipeline_end_to_end_and_reruns_only_what_changed(smoke_repo):
-    _run(["dvc", "repro"], smoke_repo)
-
-    for stage in ("generate", "ingest", "preprocess", "split", "pretrained", "tune", "train", "evaluate", "export"):
-        record = json.loads((smoke_repo / f"reports/stages/{stage}.json").read_text())
+def test_smoke_pipeline_end_to_end_and_reruns_only_what_changed(smoke_project):
+    for stage in (
+        "generate",
+        "ingest",
+        "preprocess",
+        "split",
+        "pretrained",
+        "tune",
+        "train",
+        "evaluate",
+        "report",
+        "export",
+    ):
+        record = json.loads((smoke_project / f"reports/stages/{stage}.json").read_text())
         assert record["stage"] == stage and record["duration_s"] >= 0
     sizes = {
-        name: len(pd.read_parquet(smoke_repo / f"data/processed/{name}.parquet"))
+        name: len(pd.read_parquet(smoke_project / f"data/processed/{name}.parquet"))
         for name in ("train", "validation", "test")
     }
     assert sum(sizes.values()) == 600 and min(sizes.values()) > 40
-    train = pd.read_parquet(smoke_repo / "data/processed/train.parquet")
+    train = pd.read_parquet(smoke_project / "data/processed/train.parquet")
     assert {"text", "label", "language", "emotion_score", "topic_id", "text_classical", "region"} <= set(train.columns)
-    metrics = json.loads((smoke_repo / "reports/metrics.json").read_text())["test"]
+    metrics = json.loads((smoke_project / "reports/metrics.json").read_text())["test"]
     assert 0 <= metrics["macro_f1"] <= 1 and metrics["majority_macro_f1"] < 0.3
-    best = json.loads((smoke_repo / "experiments/best_hparams.json").read_text())
+    best = json.loads((smoke_project / "experiments/best_hparams.json").read_text())
     assert set(best) >= {"learning_rate", "batch_size", "pooling"}
-    assert (smoke_repo / "experiments/sweep/summary.md").read_text().count("COMPLETED") == 2
-    assert (smoke_repo / "models/trained/model.keras").is_file()
-    assert (smoke_repo / "dvclive/train/metrics.json").is_file()
-    export = json.loads((smoke_repo / "reports/stages/export.json").read_text())
+    assert (smoke_project / "experiments/sweep/summary.md").read_text().count("COMPLETED") == 2
+    assert (smoke_project / "models/trained/model.keras").is_file()
+    assert (smoke_project / "dvclive/train/metrics.json").is_file()
+    export = json.loads((smoke_project / "reports/stages/export.json").read_text())
     assert export["max_difference"] <= 1e-4 and export["verified_texts"] > 40
-    assert (smoke_repo / "models/export/LATEST").read_text().strip() == export["version"]
+    assert (smoke_project / "models/export/LATEST").read_text().strip() == export["version"]
 
-    assert "up to date" in _run(["dvc", "status"], smoke_repo)
-    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())
+    assert "up to date" in run_command(["dvc", "status"], smoke_project)
+    params = yaml.safe_load((smoke_project / "params.yaml").read_text())
     params["evaluate"]["calibration_bins"] = 10
-    (smoke_repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    assert set(yaml.safe_load(_run(["dvc", "status", "--json"], smoke_repo))) == {"evaluate"}
-    output = _run(["dvc", "repro"], smoke_repo)
+    (smoke_project / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    assert set(yaml.safe_load(run_command(["dvc", "status", "--json"], smoke_project))) == {"evaluate"}
+    output = run_command(["dvc", "repro"], smoke_project)
     assert "Running stage 'evaluate'" in output and "Running stage 'train'" not in output
-    assert "up to date" in _run(["dvc", "status"], smoke_repo)
+    assert "Running stage 'report'" in output, "the report follows the evaluation"
+    assert "up to date" in run_command(["dvc", "status"], smoke_project)
 
 
 def test_profiles_switch_and_restore_params(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     original = (tmp_path / "params.yaml").read_text()
-    output = _run(["peru-sentiment", "profile", "smoke"], tmp_path)
+    output = run_command(["peru-sentiment", "profile", "smoke"], tmp_path)
     assert "pretrained.kind" in output
     smoke = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert smoke["pretrained"]["kind"] == "tiny" and smoke["generate"]["rows"] == 600
     assert "# Parameters of the DVC pipeline" in (tmp_path / "params.yaml").read_text(), "comments are kept"
-    _run(["peru-sentiment", "profile", "cpu"], tmp_path)
+    run_command(["peru-sentiment", "profile", "cpu"], tmp_path)
     assert (tmp_path / "params.yaml").read_text() == original

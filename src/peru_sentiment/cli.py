@@ -277,6 +277,23 @@ def evaluate(
 
 
 @app.command()
+def report(
+    params_file: Path = ParamsOption,
+    out_dir: Path = typer.Option(Path("reports"), help="Folder for report.html, report.md and model_card.md."),
+    metrics: Path = typer.Option(Path("reports/stages/report.json"), help="Stage metadata."),
+    progress: bool = ProgressOption,
+) -> None:
+    """Self-contained HTML report, Markdown summary and model card: data, sweep, metrics, explanations, incidents."""
+    from peru_sentiment.metadata import stage_record
+    from peru_sentiment.report.build import build_report
+    from peru_sentiment.report.inputs import Paths
+
+    params = load_params(params_file)
+    with stage_record("report", metrics) as record:
+        record.update(build_report(params, Paths(), out_dir, progress=progress))
+
+
+@app.command()
 def export(
     params_file: Path = ParamsOption,
     model_dir: Path = typer.Option(Path("models/trained"), help="Trained model."),

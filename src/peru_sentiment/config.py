@@ -231,6 +231,24 @@ class EvaluateParams(_Strict):
     breakdowns: list[str]
 
 
+class ReportParams(_Strict):
+    """What the ``report`` stage samples, scores and explains."""
+
+    seed: int
+    batch_size: int = Field(ge=1)
+    mistakes: int = Field(ge=1)  # most confident mistakes listed
+    examples_per_group: int = Field(ge=1)  # explained per (label, correct or wrong, language)
+    explain_languages: list[str] = Field(min_length=1)
+    ig_steps: int = Field(ge=4)
+    incident_rows: int = Field(ge=10)  # cap on scored rows inside each incident's region and window
+    baseline_rows: int = Field(ge=10)  # scored rows of the same region outside the window
+    incident_min_lift: float = Field(gt=0, lt=1)
+    incident_alpha: float = Field(gt=0, lt=1)
+    timeline_frequency: str  # pandas offset alias of the timeline bins, e.g. W (weekly)
+    heatmap_min_rows: int = Field(ge=1)
+    model_card: Path
+
+
 class ExportParams(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # bundle versions are <name>-<weights digest>
     verify_rows: int = Field(ge=1)  # validation texts the exported model must reproduce
@@ -252,6 +270,7 @@ class Params(BaseModel):
     train: TrainParams
     tune: TuneParams
     evaluate: EvaluateParams
+    report: ReportParams
     export: ExportParams
 
 
