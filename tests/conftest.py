@@ -109,7 +109,7 @@ def tiny_bundle(tiny_trained, tmp_path_factory, params):
 
     return write_bundle(
         tiny_trained.model, tiny_trained.encoder.tokenizer, tmp_path_factory.mktemp("export") / "tiny-0",
-        labels=tiny_trained.labels,
+        labels=tiny_trained.labels, checkpoint="tiny", explain_steps=16,
         preprocessing=preprocessing_settings(params.preprocess, tiny_trained.encoder, [8, 16, 32]),
         training_distribution={"negative": 0.3, "neutral": 0.2, "positive": 0.5},
     )  # fmt: skip

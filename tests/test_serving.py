@@ -52,7 +52,7 @@ def test_exported_bundle_reproduces_the_trained_model(tiny_trained, bundle, tiny
     texts = [prepare_text(text)[0] for text in toy_feedback(40, seed=5)["text"]]
     np.testing.assert_allclose(bundle.predict_proba(texts), tiny_trained.predict_proba(texts), atol=1e-5)
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert {"tokenizer.json", "labels.json", "preprocessing.json", "training_distribution.json"} <= set(
+    assert {"tokenizer.json", "model.json", "preprocessing.json", "training_distribution.json"} <= set(
         manifest["files"]
     )
     assert any(name.startswith("saved_model/variables/") for name in manifest["files"])
@@ -65,7 +65,7 @@ def test_exported_bundle_reproduces_the_trained_model(tiny_trained, bundle, tiny
     ("damage", "message"),
     [
         (lambda b: (b / "tokenizer.json").unlink(), "missing tokenizer.json"),
-        (lambda b: (b / "labels.json").write_text('{"labels": ["positive", "negative", "neutral"]}\n'), "altered"),
+        (lambda b: (b / "model.json").write_text('{"labels": ["positive", "negative", "neutral"]}\n'), "altered"),
         (lambda b: next((b / "saved_model/variables").glob("*.data*")).write_bytes(b"\0"), "altered saved_model"),
         (lambda b: (b / "extra.bin").write_bytes(b"x"), "unexpected extra.bin"),
         (lambda b: (b / "manifest.json").unlink(), "no manifest.json"),
@@ -156,6 +156,25 @@ def test_bad_input_gets_a_4xx_json_error_without_the_text(client, body, content_
     assert "juan.perez" not in caplog.text and "Traceback" not in caplog.text
 
 
+def test_explain_matches_the_report_explanation_of_the_trained_model(client, tiny_trained, bundle):
+    from peru_sentiment.explain.explain import explain_text
+
+    text = "frío horrible, pésimo roche"
+    response = client.post("/v1/explain", json={"text": text})
+    assert response.status_code == 200
+    served = response.get_json()
+    expected = explain_text(tiny_trained, text, steps=16)
+    assert served["model_version"] == bundle.version and served["words"] == text.split()
+    assert served["label"] == expected["label"]
+    np.testing.assert_allclose(served["integrated_gradients"], expected["integrated_gradients"], atol=1e-4)
+    np.testing.assert_allclose(served["rollout"], expected["rollout"], atol=1e-4)
+    assert np.shape(served["attention"]) == np.shape(expected["attention"])
+    assert sum(served["integrated_gradients"]) == pytest.approx(served["logit_difference"], rel=0.05, abs=1e-3)
+
+    assert client.post("/v1/explain", json={"text": "  "}).status_code == 422
+    assert client.post("/v1/explain", json={"text": "ok", "id": "x"}).get_json()["error"]["type"] == "validation_error"
+
+
 def test_unknown_routes_and_methods_are_json_errors(client):
     assert client.get("/v1/nothing").get_json()["error"]["type"] == "not_found"
     response = client.get("/v1/predict")
@@ -188,13 +207,13 @@ BODIES = (
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=BODIES, path=st.sampled_from(["/v1/predict", "/v1/predict", "/v1/model", "/healthz"]))
+@given(body=BODIES, path=st.sampled_from(["/v1/predict", "/v1/predict", "/v1/explain", "/v1/model", "/healthz"]))
 def test_fuzzed_requests_never_get_a_server_error(client, body, path):
     response = client.post(path, data=body, content_type="application/json")
     assert response.status_code < 500
     assert response.is_json
     if response.status_code == 200:
-        assert "predictions" in response.get_json()
+        assert {"predictions"} <= set(response.get_json()) or {"words"} <= set(response.get_json())
     else:
         assert set(response.get_json()["error"]) == {"type", "message", "details"}
 
@@ -333,6 +352,6 @@ def test_metrics_count_predictions_with_bounded_labels_and_errors(client):
     assert "script" not in exposition and "fax" not in exposition
     assert 'sentiment_errors_total{type="invalid_json"}' in exposition
     assert 'sentiment_http_requests_total{endpoint="predict",method="POST",status="400"}' in exposition
-    assert 'sentiment_model_info{checkpoint="unknown",version="tiny-0"} 1.0' in exposition
+    assert 'sentiment_model_info{checkpoint="tiny",version="tiny-0"} 1.0' in exposition
     assert 'sentiment_training_label_share{label="positive"} 0.5' in exposition
     assert "sentiment_batch_size_count" in exposition

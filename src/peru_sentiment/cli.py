@@ -299,6 +299,7 @@ def export(
     model_dir: Path = typer.Option(Path("models/trained"), help="Trained model."),
     data_dir: Path = typer.Option(Path("data/processed"), help="Splits (training label mix, verification texts)."),
     metrics: Path = typer.Option(Path("reports/metrics.json"), help="Evaluation metrics to ship with the model."),
+    model_card: Path = typer.Option(Path("reports/model_card.md"), help="Model card to ship with the model."),
     out: Path = typer.Option(Path("models/export"), help="Export root; the bundle goes to <out>/<version>."),
 ) -> None:
     """Export the trained model as a verified serving bundle (SavedModel, tokenizer, configs, manifest)."""
@@ -316,10 +317,11 @@ def export(
         training_labels = _read_parquet(data_dir / "train.parquet")["label"]
         bundle_dir = write_bundle(
             predictor.model, predictor.encoder.tokenizer, out / version, labels=predictor.labels,
+            checkpoint=_checkpoint_name(params), explain_steps=params.export.explain_steps,
             preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, params.train.bucket_lengths),
             training_distribution=training_labels.value_counts(normalize=True).to_dict(),
-            extra_files={"metrics.json": metrics} if metrics.is_file() else {},
-            source={"checkpoint": _checkpoint_name(params), "trained_model": str(model_dir)},
+            extra_files={name: path for name, path in (("metrics.json", metrics), ("model_card.md", model_card))
+                         if path.is_file()},
         )  # fmt: skip
         texts = _read_parquet(data_dir / "validation.parquet")["text"].head(params.export.verify_rows).tolist()
         difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())

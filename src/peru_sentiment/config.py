@@ -253,6 +253,7 @@ class ExportParams(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # bundle versions are <name>-<weights digest>
     verify_rows: int = Field(ge=1)  # validation texts the exported model must reproduce
     tolerance: float = Field(gt=0)  # largest allowed probability difference to the trained model
+    explain_steps: int = Field(ge=4)  # integrated-gradients steps of the bundle's explain endpoint
 
 
 class Params(BaseModel):

@@ -33,6 +33,28 @@ class Attribution(NamedTuple):
         return self.logit - self.baseline_logit
 
 
+def path_integrated_gradients(classifier: keras.Model, token_ids, padding_mask, explained, target, steps: int):
+    """TensorFlow ops only (so an export can trace them): one text as a batch of one.
+
+    Returns (scores (length,), target logit of the input, target logit of the baseline);
+    ``explained`` (1, length) bool marks the pieces whose embeddings the baseline zeroes.
+    """
+    import tensorflow as tf
+
+    words = find_backbone(classifier).token_embedding(token_ids)
+    baseline = words * tf.cast(tf.logical_not(explained), words.dtype)[:, :, None]
+    alphas = tf.reshape(tf.linspace(0.0, 1.0, steps + 1), (-1, 1, 1))
+    path = baseline + alphas * (words - baseline)
+    batch_ids, batch_mask = tf.repeat(token_ids, steps + 1, axis=0), tf.repeat(padding_mask, steps + 1, axis=0)
+    with tf.GradientTape() as tape:
+        tape.watch(path)
+        logits = tf.gather(forward_from_word_embeddings(classifier, path, batch_ids, batch_mask)[0], target, axis=1)
+    gradients = tape.gradient(logits, path)
+    average = tf.reduce_mean(gradients[:-1] + gradients[1:], axis=0) / 2  # trapezoid rule
+    scores = tf.reduce_sum(average * (words - baseline)[0], axis=-1)
+    return scores, logits[-1], logits[0]
+
+
 def integrated_gradients(
     classifier: keras.Model,
     token_ids: np.ndarray,
@@ -46,21 +68,10 @@ def integrated_gradients(
     ``steps`` trapezoid intervals along the straight path from the baseline;
     ``keep`` (bool, per piece) marks pieces whose embeddings the baseline keeps.
     """
-    import tensorflow as tf
-
     token_ids = np.asarray(token_ids, dtype=np.int32)[None]
     padding_mask = np.asarray(padding_mask, dtype=np.int32)[None]
-    explained = padding_mask[0].astype(bool) & ~(np.zeros_like(padding_mask[0], bool) if keep is None else keep)
-    words = np.asarray(find_backbone(classifier).token_embedding(token_ids))
-    baseline = words * ~explained[None, :, None]
-    alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32)[:, None, None]
-    path = tf.constant(baseline + alphas * (words - baseline))
-    batch_ids, batch_mask = np.repeat(token_ids, steps + 1, 0), np.repeat(padding_mask, steps + 1, 0)
-    with tf.GradientTape() as tape:
-        tape.watch(path)
-        logits = forward_from_word_embeddings(classifier, path, batch_ids, batch_mask)[0][:, target]
-    gradients = tape.gradient(logits, path).numpy()
-    average = (gradients[:-1] + gradients[1:]).mean(axis=0) / 2  # trapezoid rule
-    scores = (average * (words - baseline)[0]).sum(axis=-1)
-    logits = logits.numpy()
-    return Attribution(scores=scores, logit=float(logits[-1]), baseline_logit=float(logits[0]))
+    explained = padding_mask.astype(bool) & ~(np.zeros_like(padding_mask, bool) if keep is None else keep[None])
+    scores, logit, baseline_logit = path_integrated_gradients(
+        classifier, token_ids, padding_mask, explained, target, steps
+    )
+    return Attribution(scores=np.asarray(scores), logit=float(logit), baseline_logit=float(baseline_logit))

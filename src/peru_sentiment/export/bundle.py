@@ -2,10 +2,12 @@
 
 ``models/export/<version>/`` holds
 
-- ``saved_model/``: a TF SavedModel with the endpoint ``serve`` (token ids and padding
-  mask -> class probabilities) and, when given, ``attention`` (-> per-layer, per-head
-  attention maps); no Keras, KerasHub or training code is needed to run it;
-- ``tokenizer.json``: the Rust tokenizer; ``labels.json``: the label order;
+- ``saved_model/``: a TF SavedModel with the endpoints ``serve`` (token ids and padding
+  mask -> class probabilities) and ``explain`` (one text -> attention per layer and
+  head, integrated gradients; ``explain.explanation_function``); no Keras, KerasHub
+  or training code is needed to run it;
+- ``tokenizer.json``: the Rust tokenizer; ``model.json``: the label order, the
+  pooling, the backbone checkpoint, the integrated-gradients steps;
 - ``preprocessing.json``: what is done to a raw text before tokenization (the
   package's ``prepare_text``), the text prefix, the maximum length, language detection;
 - ``training_distribution.json``: the label shares of the training split, the
@@ -23,7 +25,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,8 @@ from tokenizers import Tokenizer
 from peru_sentiment.config import PreprocessParams
 from peru_sentiment.data.preprocess import inference_settings
 from peru_sentiment.errors import ConfigError
+from peru_sentiment.explain.attention import pooling_of
+from peru_sentiment.explain.explain import explain_encoded, explanation_function, explanation_signature
 from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, predict_texts
 
 log = logging.getLogger(__name__)
@@ -41,11 +45,11 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 SAVED_MODEL_DIR = "saved_model"
 TOKENIZER_FILE = "tokenizer.json"
-LABELS_FILE = "labels.json"
+MODEL_FILE = "model.json"
 PREPROCESSING_FILE = "preprocessing.json"
 DISTRIBUTION_FILE = "training_distribution.json"
 LATEST_FILE = "LATEST"
-REQUIRED_FILES = (TOKENIZER_FILE, LABELS_FILE, PREPROCESSING_FILE, DISTRIBUTION_FILE)
+REQUIRED_FILES = (TOKENIZER_FILE, MODEL_FILE, PREPROCESSING_FILE, DISTRIBUTION_FILE)
 
 
 class BundleError(ConfigError):
@@ -83,8 +87,8 @@ def preprocessing_settings(params: PreprocessParams, encoder: TextEncoder, bucke
     }
 
 
-def write_saved_model(model, directory: Path, attention: Callable | None = None) -> None:
-    """Write the classifier as a SavedModel with a ``serve`` (and optionally ``attention``) endpoint.
+def write_saved_model(model, directory: Path, explain_steps: int) -> None:
+    """Write the classifier as a SavedModel with the endpoints ``serve`` and ``explain``.
 
     A plain ``tf.Module`` rather than ``keras.export.ExportArchive``: with Keras 3.15 the
     archive stores every variable twice (a 0.9 GB bundle for e5-small instead of 0.45 GB).
@@ -100,8 +104,7 @@ def write_saved_model(model, directory: Path, attention: Callable | None = None)
     module.serve = tf.function(
         lambda batch: {"probabilities": tf.nn.softmax(model(batch, training=False))}, input_signature=[inputs]
     )
-    if attention is not None:
-        module.attention = tf.function(attention, input_signature=[inputs])
+    module.explain = tf.function(explanation_function(model, explain_steps), input_signature=explanation_signature())
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
 
 
@@ -111,15 +114,13 @@ def write_bundle(
     directory: Path,
     *,
     labels: tuple[str, ...],
+    checkpoint: str,
+    explain_steps: int,
     preprocessing: Mapping,
     training_distribution: Mapping[str, float],
     extra_files: Mapping[str, Path] | None = None,
-    attention: Callable | None = None,
-    source: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a bundle into `directory` (replaced if present) and return it.
-
-    ``source`` (e.g. the backbone ``checkpoint``) is recorded in the manifest.
 
     The files go to a temporary sibling first, and the manifest is written last,
     so an interrupted export never leaves a bundle that verifies.
@@ -127,9 +128,17 @@ def write_bundle(
     staging = directory.with_name(f".{directory.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    write_saved_model(model, staging / SAVED_MODEL_DIR, attention)
+    write_saved_model(model, staging / SAVED_MODEL_DIR, explain_steps)
     tokenizer.save(str(staging / TOKENIZER_FILE))
-    _write_json(staging / LABELS_FILE, {"labels": list(labels)})
+    _write_json(
+        staging / MODEL_FILE,
+        {
+            "labels": list(labels),
+            "pooling": pooling_of(model),
+            "checkpoint": checkpoint,
+            "explain_steps": explain_steps,
+        },
+    )
     _write_json(staging / PREPROCESSING_FILE, dict(preprocessing))
     _write_json(staging / DISTRIBUTION_FILE, {label: float(training_distribution.get(label, 0.0)) for label in labels})
     for name, source in (extra_files or {}).items():
@@ -139,8 +148,7 @@ def write_bundle(
         for path in sorted(staging.rglob("*"))
         if path.is_file()
     }
-    manifest = {"format": FORMAT_VERSION, "version": directory.name, "source": dict(source or {}), "files": files}
-    _write_json(staging / MANIFEST_FILE, manifest)
+    _write_json(staging / MANIFEST_FILE, {"format": FORMAT_VERSION, "version": directory.name, "files": files})
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
     (directory.parent / LATEST_FILE).write_text(directory.name + "\n")
@@ -190,16 +198,17 @@ def verify_bundle(directory: Path) -> dict:
 
 @dataclass
 class ModelBundle:
-    """A verified bundle, loaded: prepared texts in, class probabilities out."""
+    """A verified bundle, loaded: prepared texts in, class probabilities or an explanation out."""
 
     directory: Path
     version: str
     labels: tuple[str, ...]
+    pooling: str
+    checkpoint: str
     preprocessing: dict
     training_distribution: dict[str, float]
     encoder: TextEncoder
     endpoints: object  # the loaded SavedModel
-    source: dict
     batch_size: int = 64
 
     def _probabilities(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -212,9 +221,9 @@ class ModelBundle:
             self.preprocessing["bucket_lengths"],
         )  # fmt: skip
 
-    @property
-    def has_attention(self) -> bool:
-        return hasattr(self.endpoints, "attention")
+    def explain(self, text: str) -> dict:
+        """Attention, rollout and integrated gradients of one prepared text (``explain.explain_encoded``)."""
+        return explain_encoded(self.endpoints.explain, self.encoder, self.labels, self.pooling, text)
 
     def file_text(self, name: str) -> str | None:
         path = self.directory / name
@@ -234,16 +243,18 @@ def load_bundle(path: Path, batch_size: int = 64) -> ModelBundle:
         Tokenizer.from_file(str(directory / TOKENIZER_FILE)), preprocessing["max_length"], preprocessing["text_prefix"]
     )
     endpoints = tf.saved_model.load(str(directory / SAVED_MODEL_DIR))
+    model = json.loads((directory / MODEL_FILE).read_text())
     log.info("loaded model bundle %s from %s", manifest["version"], directory)
     return ModelBundle(
         directory=directory,
         version=manifest["version"],
-        labels=tuple(json.loads((directory / LABELS_FILE).read_text())["labels"]),
+        labels=tuple(model["labels"]),
+        pooling=model["pooling"],
+        checkpoint=model["checkpoint"],
         preprocessing=preprocessing,
         training_distribution=json.loads((directory / DISTRIBUTION_FILE).read_text()),
         encoder=encoder,
         endpoints=endpoints,
-        source=manifest.get("source", {}),
         batch_size=batch_size,
     )
 

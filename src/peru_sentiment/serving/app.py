@@ -23,7 +23,7 @@ from peru_sentiment.export.bundle import ModelBundle, load_bundle
 from peru_sentiment.serving.batcher import BatcherClosed
 from peru_sentiment.serving.metrics import ServiceMetrics
 from peru_sentiment.serving.openapi import openapi_document
-from peru_sentiment.serving.schemas import FeedbackItem, PredictBatch
+from peru_sentiment.serving.schemas import ExplainRequest, FeedbackItem, PredictBatch
 from peru_sentiment.serving.service import EmptyAfterCleaning, PredictionService
 from peru_sentiment.serving.settings import ServeSettings, load_settings
 
@@ -80,7 +80,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     settings = settings or load_settings()
     bundle = bundle or load_bundle(settings.model_dir, batch_size=settings.model_batch_size)
     metrics = ServiceMetrics({region.code: region.name for region in load_regions(settings.regions_file)})
-    metrics.set_model(bundle.version, bundle.source.get("checkpoint", "unknown"), bundle.training_distribution)
+    metrics.set_model(bundle.version, bundle.checkpoint, bundle.training_distribution)
     service = PredictionService(
         bundle,
         micro_batch_size=settings.micro_batch_size,
@@ -98,6 +98,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     app.json.ensure_ascii = False
     app.extensions[EXTENSION] = service
     api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+    explain_slots = threading.BoundedSemaphore(settings.max_concurrent_explains)
     served = app.wsgi_app
 
     def counted(environ, start_response):
@@ -132,6 +133,20 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         except EmptyAfterCleaning as error:
             raise ApiError(422, "validation_error", str(error)) from None
         return jsonify({"model_version": bundle.version, "predictions": results})
+
+    @app.post("/v1/explain")
+    def explain():
+        body = _parse_body(ExplainRequest, settings)
+        try:
+            [text] = service.prepare([body])
+        except EmptyAfterCleaning as error:
+            raise ApiError(422, "validation_error", str(error)) from None
+        if not explain_slots.acquire(timeout=settings.request_timeout_s):
+            raise FutureTimeout
+        try:  # an explanation costs ~(steps + 1) predictions: a few at a time, so predictions keep flowing
+            return jsonify({"model_version": bundle.version, **bundle.explain(text)})
+        finally:
+            explain_slots.release()
 
     @app.get("/v1/model")
     def model_info():

@@ -15,7 +15,7 @@ from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.export.bundle import ModelBundle
 from peru_sentiment.serving.batcher import MicroBatcher
 from peru_sentiment.serving.metrics import PredictionRecord, ServiceMetrics
-from peru_sentiment.serving.schemas import FeedbackItem
+from peru_sentiment.serving.schemas import ExplainRequest, FeedbackItem
 from peru_sentiment.text.language import LanguageDetector
 from peru_sentiment.text.normalize import is_blank
 
@@ -60,7 +60,7 @@ class PredictionService:
     def mark_ready(self) -> None:
         self._ready.set()
 
-    def prepare(self, items: list[FeedbackItem]) -> list[str]:
+    def prepare(self, items: list[FeedbackItem | ExplainRequest]) -> list[str]:
         texts = [prepare_text(item.text)[0] for item in items]
         empty = [index for index, text in enumerate(texts) if is_blank(text)]
         if empty:

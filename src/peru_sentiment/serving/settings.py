@@ -26,7 +26,7 @@ class ServeSettings(BaseSettings):
     model_batch_size: int = Field(32, gt=0)
     request_timeout_s: float = Field(20, gt=0)
     warmup: bool = True
-    explain_steps: int = Field(24, gt=0)
+    max_concurrent_explains: int = Field(1, gt=0)
     # Only from the environment (SENTIMENT_API_KEY): when set, /v1/* requires it.
     api_key: SecretStr | None = None
 
