@@ -87,6 +87,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         max_wait_s=settings.max_wait_ms / 1000,
         timeout_s=settings.request_timeout_s,
         metrics=metrics,
+        model_threads=settings.model_threads,
     )
     if settings.warmup:
         threading.Thread(target=service.warm_up, name="warm-up", daemon=True).start()

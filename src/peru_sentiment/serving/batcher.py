@@ -1,11 +1,12 @@
 """Micro-batching: texts from concurrent requests share one model call.
 
-Request threads put their texts on a queue and wait. One worker thread takes
+Request threads put their texts on a queue and wait. A model thread takes
 the first waiting request, lets others join for at most ``max_wait_s`` or until
 ``max_batch_size`` texts are collected, runs the model once on all of them and
 hands each request its rows. On a CPU a batch of 16 texts costs far less than
-16 single calls, and only one thread drives the model, so the cores are not
-fought over.
+16 single calls. With ``threads`` > 1, several model threads take batches from
+the same queue, so each core can run its own batch (TensorFlow with one
+intra-op thread per call) while the work stays balanced between them.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ class MicroBatcher:
         max_batch_size: int,
         max_wait_s: float,
         on_batch: Callable[[int], None] | None = None,
+        threads: int = 1,
     ):
         self._predict, self.max_batch_size, self.max_wait_s = predict, max_batch_size, max_wait_s
         self._on_batch = on_batch
         self._queue: queue.Queue[tuple[list[str], Future] | None] = queue.Queue()
         self._closed = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._run, name=f"micro-batcher-{index}", daemon=True) for index in range(threads)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def submit(self, texts: Sequence[str], timeout: float | None = None) -> np.ndarray:
         """Probabilities for `texts`, computed together with whatever else is waiting; blocks."""
@@ -50,10 +55,12 @@ class MicroBatcher:
         return future.result(timeout=timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish the queued work, then stop the worker."""
+        """Finish the queued work, then stop the model threads."""
         self._closed.set()
-        self._queue.put(None)
-        self._worker.join(timeout)
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout)
 
     def _collect(self, first: tuple[list[str], Future]) -> tuple[list[tuple[list[str], Future]], bool]:
         jobs, size, stop = [first], len(first[0]), False
@@ -63,7 +70,7 @@ class MicroBatcher:
                 job = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
             except queue.Empty:
                 break
-            if job is None:
+            if job is None:  # this thread's stop signal: finish this batch, then stop
                 stop = True
                 break
             jobs.append(job)
@@ -91,7 +98,10 @@ class MicroBatcher:
             for job_texts, future in jobs:
                 future.set_result(probabilities[start : start + len(job_texts)])
                 start += len(job_texts)
-        while not self._queue.empty():  # anything that slipped in after close() gets a clear error
-            job = self._queue.get_nowait()
+        while True:  # anything that slipped in after close() gets a clear error
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
             if job is not None:
                 job[1].set_exception(BatcherClosed("the server is shutting down"))

@@ -32,8 +32,7 @@ def start_server(
     """
     port = free_port()
     env = {
-        **os.environ, "SENTIMENT_MODEL_DIR": str(bundle_dir), "SENTIMENT_BIND": f"127.0.0.1:{port}",
-        "SENTIMENT_WORKERS": "1", **environment,
+        **os.environ, "SENTIMENT_MODEL_DIR": str(bundle_dir), "SENTIMENT_BIND": f"127.0.0.1:{port}", **environment,
     }  # fmt: skip
     gunicorn = Path(sys.executable).with_name("gunicorn")
     with log_path.open("w") as log:

@@ -35,12 +35,15 @@ class PredictionService:
         max_wait_s: float,
         timeout_s: float,
         metrics: ServiceMetrics,
+        model_threads: int = 1,
     ):
         self.bundle, self.metrics, self.timeout_s = bundle, metrics, timeout_s
         self.detector = LanguageDetector(
             bundle.preprocessing["detect_languages"], bundle.preprocessing["min_language_confidence"]
         )
-        self.batcher = MicroBatcher(bundle.predict_proba, micro_batch_size, max_wait_s, metrics.observe_batch)
+        self.batcher = MicroBatcher(
+            bundle.predict_proba, micro_batch_size, max_wait_s, metrics.observe_batch, threads=model_threads
+        )
         self._ready = threading.Event()
 
     @property

@@ -21,9 +21,10 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, gt=0)
     max_items: int = Field(64, gt=0)
     max_text_chars: int = Field(5000, gt=0)
-    micro_batch_size: int = Field(32, gt=0)
-    max_wait_ms: float = Field(4, ge=0)
+    micro_batch_size: int = Field(4, gt=0)
+    max_wait_ms: float = Field(0, ge=0)
     model_batch_size: int = Field(32, gt=0)
+    model_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
     request_timeout_s: float = Field(20, gt=0)
     warmup: bool = True
     max_concurrent_explains: int = Field(1, gt=0)
