@@ -225,7 +225,7 @@ def test_micro_batcher_joins_concurrent_requests_and_keeps_each_ones_rows():
         time.sleep(0.01)
         return np.array([[float(text)] for text in texts])
 
-    batcher = MicroBatcher(predict, max_batch_size=16, max_wait_s=0.005, on_batch=sizes.append)
+    batcher = MicroBatcher(predict, max_batch_size=16, max_wait_s=0.005, on_batch=sizes.append, threads=2)
     results = {}
 
     def request(number):
@@ -236,7 +236,10 @@ def test_micro_batcher_joins_concurrent_requests_and_keeps_each_ones_rows():
         thread.start()
     for thread in threads:
         thread.join()
+    started = time.monotonic()
     batcher.close()
+    assert time.monotonic() - started < 1, "close() stops every model thread at once"
+    assert not any(worker.is_alive() for worker in batcher._workers)
     assert all(results[n].ravel().tolist() == [n, n + 0.5] for n in range(24))
     assert sum(sizes) == 48 and max(sizes) > 2, "concurrent requests share model calls"
     assert max(sizes) <= 16 + 2

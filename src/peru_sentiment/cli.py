@@ -303,34 +303,22 @@ def export(
     out: Path = typer.Option(Path("models/export"), help="Export root; the bundle goes to <out>/<version>."),
 ) -> None:
     """Export the trained model as a verified serving bundle (SavedModel, tokenizer, configs, manifest)."""
-    import numpy as np
-
-    from peru_sentiment.errors import DataError
-    from peru_sentiment.export.bundle import load_bundle, preprocessing_settings, weights_digest, write_bundle
+    from peru_sentiment.export.bundle import export_trained_model
     from peru_sentiment.metadata import stage_record
     from peru_sentiment.model.predictor import SentimentPredictor
 
     params = load_params(params_file)
     with stage_record("export", Path("reports/stages/export.json")) as record:
-        predictor = SentimentPredictor.load(model_dir)
-        version = f"{params.export.name}-{weights_digest(predictor.model.get_weights())[:12]}"
-        training_labels = _read_parquet(data_dir / "train.parquet")["label"]
-        bundle_dir = write_bundle(
-            predictor.model, predictor.encoder.tokenizer, out / version, labels=predictor.labels,
-            checkpoint=_checkpoint_name(params), explain_steps=params.export.explain_steps,
-            preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, params.train.bucket_lengths),
-            training_distribution=training_labels.value_counts(normalize=True).to_dict(),
-            extra_files={name: path for name, path in (("metrics.json", metrics), ("model_card.md", model_card))
-                         if path.is_file()},
+        extra_files = {name: path for name, path in (("metrics.json", metrics), ("model_card.md", model_card))
+                       if path.is_file()}  # fmt: skip
+        record.update(
+            export_trained_model(
+                SentimentPredictor.load(model_dir), params, out,
+                training_labels=_read_parquet(data_dir / "train.parquet")["label"],
+                verification_texts=_read_parquet(data_dir / "validation.parquet")["text"].tolist(),
+                checkpoint=_checkpoint_name(params), extra_files=extra_files,
+            )
         )  # fmt: skip
-        texts = _read_parquet(data_dir / "validation.parquet")["text"].head(params.export.verify_rows).tolist()
-        difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())
-        if difference > params.export.tolerance:
-            raise DataError(f"the exported model differs from the trained one by {difference:.2e} "
-                            f"(> export.tolerance {params.export.tolerance}); do not serve {bundle_dir}")  # fmt: skip
-        log.info("exported %s; it reproduces the trained model within %.1e on %d texts", version, difference,
-                 len(texts))  # fmt: skip
-        record.update(version=version, path=str(bundle_dir), verified_texts=len(texts), max_difference=difference)
 
 
 @app.command()

@@ -25,19 +25,21 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tokenizers import Tokenizer
 
-from peru_sentiment.config import PreprocessParams
+from peru_sentiment.config import Params, PreprocessParams
 from peru_sentiment.data.preprocess import inference_settings
-from peru_sentiment.errors import ConfigError
+from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.explain.attention import pooling_of
 from peru_sentiment.explain.explain import explain_encoded, explanation_function, explanation_signature
 from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, predict_texts
+from peru_sentiment.model.predictor import SentimentPredictor
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +259,40 @@ def load_bundle(path: Path, batch_size: int = 64) -> ModelBundle:
         endpoints=endpoints,
         batch_size=batch_size,
     )
+
+
+def export_trained_model(
+    predictor: SentimentPredictor,
+    params: Params,
+    out_root: Path,
+    *,
+    training_labels: Sequence[str],
+    verification_texts: list[str],
+    checkpoint: str,
+    extra_files: Mapping[str, Path],
+) -> dict:
+    """The ``export`` stage: write the bundle of a trained ``SentimentPredictor``, then prove it.
+
+    The bundle is loaded back and must reproduce the trained model's probabilities on the
+    first ``export.verify_rows`` verification texts within ``export.tolerance``.
+    """
+    version = f"{params.export.name}-{weights_digest(predictor.model.get_weights())[:12]}"
+    labels = pd.Series(list(training_labels))
+    bundle_dir = write_bundle(
+        predictor.model, predictor.encoder.tokenizer, out_root / version, labels=predictor.labels,
+        checkpoint=checkpoint, explain_steps=params.export.explain_steps,
+        preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, params.train.bucket_lengths),
+        training_distribution=labels.value_counts(normalize=True).to_dict(), extra_files=extra_files,
+    )  # fmt: skip
+    texts = verification_texts[: params.export.verify_rows]
+    difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())
+    if difference > params.export.tolerance:
+        raise DataError(
+            f"the exported model differs from the trained one by {difference:.2e} "
+            f"(> export.tolerance {params.export.tolerance}); do not serve {bundle_dir}"
+        )
+    log.info("exported %s; it reproduces the trained model within %.1e on %d texts", version, difference, len(texts))
+    return {"version": version, "path": str(bundle_dir), "verified_texts": len(texts), "max_difference": difference}
 
 
 def _write_json(path: Path, data: object) -> None:

@@ -61,6 +61,13 @@ class MicroBatcher:
             self._queue.put(None)
         for worker in self._workers:
             worker.join(timeout)
+        while True:  # anything that slipped in meanwhile gets a clear error
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job[1].set_exception(BatcherClosed("the server is shutting down"))
 
     def _collect(self, first: tuple[list[str], Future]) -> tuple[list[tuple[list[str], Future]], bool]:
         jobs, size, stop = [first], len(first[0]), False
@@ -98,10 +105,3 @@ class MicroBatcher:
             for job_texts, future in jobs:
                 future.set_result(probabilities[start : start + len(job_texts)])
                 start += len(job_texts)
-        while True:  # anything that slipped in after close() gets a clear error
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                job[1].set_exception(BatcherClosed("the server is shutting down"))
