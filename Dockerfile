@@ -23,7 +23,8 @@ COPY serve serve
 USER sentiment
 # Workers write their metrics to files here; /metrics adds them up (serving/metrics.py).
 ENV PROMETHEUS_MULTIPROC_DIR=/var/run/prometheus-multiproc \
-    SENTIMENT_MODEL_DIR=/models
+    SENTIMENT_MODEL_DIR=/models \
+    SENTIMENT_BIND=0.0.0.0:8000
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]

@@ -145,9 +145,12 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         if not explain_slots.acquire(timeout=settings.request_timeout_s):
             raise FutureTimeout
         try:  # an explanation costs ~(steps + 1) predictions: a few at a time, so predictions keep flowing
-            return jsonify({"model_version": bundle.version, **bundle.explain(text)})
+            explanation = bundle.explain(text)
         finally:
             explain_slots.release()
+        if not body.include_attention:
+            del explanation["attention"]
+        return jsonify({"model_version": bundle.version, **explanation})
 
     @app.get("/v1/model")
     def model_info():

@@ -63,6 +63,9 @@ class ExplainRequest(BaseModel):
     model_config = _STRICT
 
     text: FeedbackText = Field(description="One piece of feedback.")
+    include_attention: bool = Field(
+        False, description="Also return attention per layer and head ([layer][head][query][key], ~5 MB for e5-small)."
+    )
 
 
 class Prediction(BaseModel):
