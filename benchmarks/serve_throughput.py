@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -139,8 +140,8 @@ def main() -> None:
 
     results = {"tokens_per_text": round(tokens, 1), "gflop_per_text": round(flop_per_text / 1e9, 3),
                "peak_gflop_s": round(peak / 1e9, 1), "cores": os.cpu_count(), "served": {}, "naive": {}}  # fmt: skip
-    logs = args.out.parent
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="serve-throughput-"))  # the servers' access logs, for a look afterwards
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for mode, levels in (("served", args.concurrency), ("naive", args.naive_concurrency)):
         environment = {"NAIVE_MODEL_DIR": str(args.trained)} if mode == "naive" else {}
         app = (
@@ -161,6 +162,7 @@ def main() -> None:
         c: round(results["served"][c]["predictions_per_s"] / results["naive"][c]["predictions_per_s"], 2) for c in both
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results in {args.out}; server logs in {logs}")
 
     print(f"\n{tokens:.1f} tokens per text, {flop_per_text / 1e9:.2f} GFLOP per prediction, "
           f"fp32 peak {peak / 1e9:.0f} GFLOP/s\n")  # fmt: skip
