@@ -33,10 +33,12 @@ worker_class = "gthread"
 bind = os.environ.get("SENTIMENT_BIND", "127.0.0.1:8000")
 wsgi_app = "peru_sentiment.serving.app:create_app()"
 
-# Each worker's TensorFlow uses its share of the cores (read when TensorFlow starts in the worker).
+# One TensorFlow thread per model call, and as many calls at once as the worker's share of the cores
+# (read when TensorFlow starts in the worker).
+share = str(max(1, cores // workers))
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(max(1, cores // workers)))
-os.environ.setdefault("SENTIMENT_MODEL_THREADS", str(max(1, cores // workers)))
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", share)
+os.environ.setdefault("SENTIMENT_MODEL_THREADS", share)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Set before prometheus_client is imported anywhere: it picks its value storage at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="peru-sentiment-metrics-"))

@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from peru_sentiment.data.preprocess import inference_settings
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.explain.attention import pooling_of
 from peru_sentiment.explain.explain import explain_encoded, explanation_function, explanation_signature
+from peru_sentiment.metadata import write_json
 from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, predict_texts
 from peru_sentiment.model.predictor import SentimentPredictor
 
@@ -132,7 +133,7 @@ def write_bundle(
     staging.mkdir(parents=True)
     write_saved_model(model, staging / SAVED_MODEL_DIR, explain_steps)
     tokenizer.save(str(staging / TOKENIZER_FILE))
-    _write_json(
+    write_json(
         staging / MODEL_FILE,
         {
             "labels": list(labels),
@@ -141,8 +142,8 @@ def write_bundle(
             "explain_steps": explain_steps,
         },
     )
-    _write_json(staging / PREPROCESSING_FILE, dict(preprocessing))
-    _write_json(staging / DISTRIBUTION_FILE, {label: float(training_distribution.get(label, 0.0)) for label in labels})
+    write_json(staging / PREPROCESSING_FILE, dict(preprocessing))
+    write_json(staging / DISTRIBUTION_FILE, {label: float(training_distribution.get(label, 0.0)) for label in labels})
     for name, source in (extra_files or {}).items():
         shutil.copyfile(source, staging / name)
     files = {
@@ -150,7 +151,7 @@ def write_bundle(
         for path in sorted(staging.rglob("*"))
         if path.is_file()
     }
-    _write_json(staging / MANIFEST_FILE, {"format": FORMAT_VERSION, "version": directory.name, "files": files})
+    write_json(staging / MANIFEST_FILE, {"format": FORMAT_VERSION, "version": directory.name, "files": files})
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
     (directory.parent / LATEST_FILE).write_text(directory.name + "\n")
@@ -245,14 +246,14 @@ def load_bundle(path: Path, batch_size: int = 64) -> ModelBundle:
         Tokenizer.from_file(str(directory / TOKENIZER_FILE)), preprocessing["max_length"], preprocessing["text_prefix"]
     )
     endpoints = tf.saved_model.load(str(directory / SAVED_MODEL_DIR))
-    model = json.loads((directory / MODEL_FILE).read_text())
+    about = json.loads((directory / MODEL_FILE).read_text())
     log.info("loaded model bundle %s from %s", manifest["version"], directory)
     return ModelBundle(
         directory=directory,
         version=manifest["version"],
-        labels=tuple(model["labels"]),
-        pooling=model["pooling"],
-        checkpoint=model["checkpoint"],
+        labels=tuple(about["labels"]),
+        pooling=about["pooling"],
+        checkpoint=about["checkpoint"],
         preprocessing=preprocessing,
         training_distribution=json.loads((directory / DISTRIBUTION_FILE).read_text()),
         encoder=encoder,
@@ -266,7 +267,7 @@ def export_trained_model(
     params: Params,
     out_root: Path,
     *,
-    training_labels: Sequence[str],
+    training_labels: pd.Series,
     verification_texts: list[str],
     checkpoint: str,
     extra_files: Mapping[str, Path],
@@ -277,12 +278,11 @@ def export_trained_model(
     first ``export.verify_rows`` verification texts within ``export.tolerance``.
     """
     version = f"{params.export.name}-{weights_digest(predictor.model.get_weights())[:12]}"
-    labels = pd.Series(list(training_labels))
     bundle_dir = write_bundle(
         predictor.model, predictor.encoder.tokenizer, out_root / version, labels=predictor.labels,
         checkpoint=checkpoint, explain_steps=params.export.explain_steps,
         preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, params.train.bucket_lengths),
-        training_distribution=labels.value_counts(normalize=True).to_dict(), extra_files=extra_files,
+        training_distribution=training_labels.value_counts(normalize=True).to_dict(), extra_files=extra_files,
     )  # fmt: skip
     texts = verification_texts[: params.export.verify_rows]
     difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())
@@ -293,7 +293,3 @@ def export_trained_model(
         )
     log.info("exported %s; it reproduces the trained model within %.1e on %d texts", version, difference, len(texts))
     return {"version": version, "path": str(bundle_dir), "verified_texts": len(texts), "max_difference": difference}
-
-
-def _write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

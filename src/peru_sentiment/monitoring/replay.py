@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
+from peru_sentiment.data.ingest import FORMATS
 from peru_sentiment.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,15 +62,11 @@ def read_feedback(path: Path) -> pd.DataFrame:
     """Read a CSV, JSONL/NDJSON or Parquet file of feedback (needs ``text`` and ``timestamp`` columns)."""
     if not path.is_file():
         raise ConfigError(f"{path} not found")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif suffix in {".jsonl", ".ndjson"}:
-        frame = pd.read_json(path, lines=True)
-    elif suffix == ".csv":
-        frame = pd.read_csv(path)
-    else:
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
         raise ConfigError(f"{path}: use a .csv, .jsonl/.ndjson or .parquet file")
+    readers = {"parquet": pd.read_parquet, "jsonl": partial(pd.read_json, lines=True), "csv": pd.read_csv}
+    frame = readers[kind](path)
     missing = {"text", "timestamp"} - set(frame.columns)
     if missing:
         raise ConfigError(f"{path} has no {', '.join(sorted(missing))} column")

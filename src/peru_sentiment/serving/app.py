@@ -52,7 +52,7 @@ def _validation_details(error: ValidationError) -> list[dict]:
     ]
 
 
-def _parse_body(model: type[BaseModel] | None, settings: ServeSettings) -> BaseModel | dict:
+def _parse_body(model: type[BaseModel] | None, settings: ServeSettings) -> BaseModel:
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
     raw = request.get_data(cache=False)
@@ -100,6 +100,17 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     app.extensions[EXTENSION] = service
     api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
     explain_slots = threading.BoundedSemaphore(settings.max_concurrent_explains)
+    evaluation = bundle.file_text("metrics.json")
+    model_description = {
+        "version": bundle.version,
+        "labels": list(bundle.labels),
+        "training_distribution": bundle.training_distribution,
+        "preprocessing": bundle.preprocessing,
+        "metrics": json.loads(evaluation) if evaluation else None,
+        "limits": {"max_items": settings.max_items, "max_text_chars": settings.max_text_chars,
+                   "max_body_bytes": settings.max_body_bytes},
+    }  # fmt: skip
+    api_document = openapi_document(settings)
     served = app.wsgi_app
 
     def counted(environ, start_response):
@@ -154,18 +165,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
 
     @app.get("/v1/model")
     def model_info():
-        metrics = bundle.file_text("metrics.json")
-        return jsonify(
-            {
-                "version": bundle.version,
-                "labels": list(bundle.labels),
-                "training_distribution": bundle.training_distribution,
-                "preprocessing": bundle.preprocessing,
-                "metrics": json.loads(metrics) if metrics else None,
-                "limits": {"max_items": settings.max_items, "max_text_chars": settings.max_text_chars,
-                           "max_body_bytes": settings.max_body_bytes},
-            }
-        )  # fmt: skip
+        return jsonify(model_description)
 
     @app.get("/healthz")
     def healthz():
@@ -193,7 +193,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
 
     @app.get("/openapi.json")
     def openapi():
-        return jsonify(openapi_document(settings))
+        return jsonify(api_document)
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):

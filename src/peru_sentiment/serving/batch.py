@@ -17,14 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from peru_sentiment.data.ingest import FORMATS
 from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export.bundle import ModelBundle
 from peru_sentiment.text.normalize import is_blank
 
 log = logging.getLogger(__name__)
-
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 
 def file_format(path: Path) -> str:

@@ -13,41 +13,47 @@ from peru_sentiment.errors import ConfigError
 DEFAULT_CONFIG = Path("configs/serve.yaml")
 
 
+def config_file() -> Path:
+    """``SENTIMENT_CONFIG``, or ``configs/serve.yaml`` under the working directory."""
+    return Path(os.environ.get("SENTIMENT_CONFIG", DEFAULT_CONFIG))
+
+
 class ServeSettings(BaseSettings):
+    """The values and their comments live in ``configs/serve.yaml``; only machine-dependent defaults are here."""
+
     model_config = SettingsConfigDict(env_prefix="SENTIMENT_", extra="forbid", frozen=True)
 
-    model_dir: Path = Path("models/export")
-    regions_file: Path = Path("configs/regions.yaml")
-    max_body_bytes: int = Field(1 << 20, gt=0)
-    max_items: int = Field(64, gt=0)
-    max_text_chars: int = Field(5000, gt=0)
-    micro_batch_size: int = Field(4, gt=0)
-    max_wait_ms: float = Field(0, ge=0)
-    model_batch_size: int = Field(32, gt=0)
+    model_dir: Path
+    regions_file: Path
+    max_body_bytes: int = Field(gt=0)
+    max_items: int = Field(gt=0)
+    max_text_chars: int = Field(gt=0)
+    micro_batch_size: int = Field(gt=0)
+    max_wait_ms: float = Field(ge=0)
+    model_batch_size: int = Field(gt=0)
     model_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
-    request_timeout_s: float = Field(20, gt=0)
-    warmup: bool = True
-    max_concurrent_explains: int = Field(1, gt=0)
-    # Only from the environment (SENTIMENT_API_KEY): when set, /v1/* requires it.
+    request_timeout_s: float = Field(gt=0)
+    warmup: bool
+    max_concurrent_explains: int = Field(gt=0)
+    # When set, /v1/* requires it; set it with SENTIMENT_API_KEY rather than in a file.
     api_key: SecretStr | None = None
 
     @classmethod
     def settings_customise_sources(
         cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, env_settings, *_, **__
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config_file = Path(os.environ.get("SENTIMENT_CONFIG", DEFAULT_CONFIG))
-        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_file())
 
 
 def load_settings(**overrides) -> ServeSettings:
     """Settings from the file and the environment; `overrides` win (tests, the benchmark)."""
-    config_file = Path(os.environ.get("SENTIMENT_CONFIG", DEFAULT_CONFIG))
-    if "SENTIMENT_CONFIG" in os.environ and not config_file.is_file():
-        raise ConfigError(f"SENTIMENT_CONFIG points to {config_file}, which does not exist")
+    path = config_file()
+    if not path.is_file():
+        raise ConfigError(
+            f"server settings {path} not found; run from the repository root or set SENTIMENT_CONFIG to the file"
+        )
     try:
         return ServeSettings(**overrides)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_input=False))
-        raise ConfigError(
-            f"invalid server settings ({problems}); check {config_file} and the SENTIMENT_* variables"
-        ) from None
+        raise ConfigError(f"invalid server settings ({problems}); check {path} and the SENTIMENT_* variables") from None
