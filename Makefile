@@ -2,15 +2,22 @@
 # The environment is a virtualenv in .venv with every version pinned
 # (pyproject.toml for direct dependencies, requirements/constraints.txt for all).
 
-PYTHON ?= python3
+# The interpreter that creates the virtualenv, looked up before PATH changes below.
+PYTHON ?= $(shell command -v python3)
 VENV := .venv
-BIN := $(VENV)/bin
+BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+# Everything make runs finds the virtualenv's tools first: `dvc`, and the
+# `peru-sentiment` commands that DVC's stages call. Nothing needs activating.
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+# A profile (configs/profiles/<name>.yaml) to switch params.yaml to before `make repro`.
+PROFILE ?=
 # Debian packages the tests need: prometheus provides `prometheus` and `promtool`;
 # chromium opens the HTML report headless.
 SYSTEM_PACKAGES := prometheus chromium
 
-.PHONY: setup system-deps repro test lint format clean
+.PHONY: setup system-deps repro test lint format serve lab clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +27,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 setup: $(STAMP)  ## create .venv with the pinned dependencies
 
-repro: setup  ## run the whole DVC pipeline (default, offline configuration)
-	$(BIN)/dvc repro
+repro: setup  ## run the whole DVC pipeline (default, offline configuration); PROFILE=smoke switches first
+	$(if $(PROFILE),peru-sentiment profile $(PROFILE))
+	dvc repro
 
 system-deps:  ## install the missing SYSTEM_PACKAGES with apt-get (as root, or through sudo)
 	@missing="$$(for package in $(SYSTEM_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done)"; \
@@ -32,15 +40,21 @@ system-deps:  ## install the missing SYSTEM_PACKAGES with apt-get (as root, or t
 	fi
 
 test: setup lint system-deps  ## lint and run the test suite
-	$(BIN)/pytest
+	pytest
 
 lint: setup
-	$(BIN)/ruff check src tests serve benchmarks
-	$(BIN)/ruff format --check src tests serve benchmarks
+	ruff check src tests serve benchmarks
+	ruff format --check src tests serve benchmarks
 
 format: setup
-	$(BIN)/ruff format src tests serve benchmarks
-	$(BIN)/ruff check --fix src tests serve benchmarks
+	ruff format src tests serve benchmarks
+	ruff check --fix src tests serve benchmarks
+
+serve: setup  ## serve the exported model (models/export/LATEST) on 127.0.0.1:8000
+	SENTIMENT_MODEL_DIR=models/export gunicorn -c serve/gunicorn.conf.py
+
+lab: setup  ## JupyterLab on the notebooks, reading this project's pipeline outputs
+	jupyter lab notebooks/
 
 clean:
 	rm -rf $(VENV)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -115,41 +116,79 @@ def tiny_bundle(tiny_trained, tmp_path_factory, params):
     )  # fmt: skip
 
 
-def run_command(command: list[str], cwd: Path) -> str:
-    """Run a command of the virtualenv in `cwd` with a minimal environment; fail the test on a non-zero exit.
-
-    The package is imported from this checkout's src/, whatever the virtualenv's editable install points to.
-    """
-    bin_dir = Path(sys.executable).parent
+def user_environment() -> dict[str, str]:
+    """The environment of a new shell with nothing activated: no virtualenv on PATH, no PYTHONPATH."""
     env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "HOME": str(cwd),
-        "DVC_NO_ANALYTICS": "1",
-        "PYTHONPATH": str(ROOT / "src"),
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
     }
+    env["PATH"] = os.pathsep.join(
+        entry
+        for entry in env.get("PATH", "").split(os.pathsep)
+        if entry and not (Path(entry).parent / "pyvenv.cfg").exists()
+    )
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run_command(command: list[str], cwd: Path) -> str:
+    """Run a command as a user who activated the project's virtualenv; fail the test on a non-zero exit.
+
+    A project with its own `.venv` (the fresh clone) uses it; any other folder uses the
+    virtualenv running the tests, importing the package from this checkout's src/.
+    """
+    env = user_environment()
+    own_bin = cwd / ".venv" / "bin"
+    if own_bin.is_dir():
+        env["PATH"] = f"{own_bin}{os.pathsep}{env['PATH']}"
+    else:
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+        env["PYTHONPATH"] = str(ROOT / "src")
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout
 
 
+def clone_checkout(target: Path) -> Path:
+    """`git clone` this checkout into `target`, then lay its uncommitted changes over the clone.
+
+    In CI the checkout is clean and the clone is exactly what was committed.
+    """
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(target)], check=True)
+    changed = subprocess.run(
+        ["git", "ls-files", "-z", "--modified", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in filter(None, changed.split("\0")):
+        source, destination = ROOT / name, target / name
+        if source.is_file():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+        else:
+            destination.unlink(missing_ok=True)
+    return target
+
+
 @pytest.fixture(scope="session")
 def smoke_project(tmp_path_factory) -> Path:
-    """The whole pipeline on the smoke profile, run once with `dvc repro` in its own git + DVC repository.
+    """The README's main command, `make repro`, as a new user types it: a fresh clone, a shell with
+    nothing activated, the smoke profile (`make` then builds the clone's own .venv and runs every stage).
 
     Shared by the CLI, report and notebook tests. Only test_cli changes it
     afterwards (one evaluate parameter, then `dvc repro` again).
     """
-    project = tmp_path_factory.mktemp("smoke")
-    for name in ("dvc.yaml", "params.yaml", "configs", "src", "data/external"):
-        source, target = ROOT / name, project / name
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(source, target)
-    run_command(["peru-sentiment", "profile", "smoke"], project)
-    run_command(["git", "init", "-q"], project)
-    run_command(["dvc", "init", "-q"], project)
-    run_command(["git", "add", "-A"], project)
-    run_command(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "smoke"], project)
-    run_command(["dvc", "repro"], project)
+    from peru_sentiment.profiles import apply_profile
+
+    project = clone_checkout(tmp_path_factory.mktemp("clone") / "peru-sentiment")
+    apply_profile("smoke", project / "params.yaml", project / "configs/profiles")
+    result = subprocess.run(
+        ["make", "repro"], cwd=project, env=user_environment(), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, (
+        f"make repro failed in a fresh clone:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return project
