@@ -20,8 +20,10 @@ from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.export.bundle import BundleError, load_bundle
 from peru_sentiment.serving.app import create_app
 from peru_sentiment.serving.batcher import MicroBatcher
+from peru_sentiment.serving.routes import EXTENSION
 from peru_sentiment.serving.settings import load_settings
 
+API_KEY = "k" * 24
 SECRET = "juan.perez@example.com paid with 4111 1111 1111 1111"  # must never come back in an error
 
 
@@ -45,7 +47,7 @@ def server_settings(tiny_bundle):
 def client(server_settings, bundle):
     flask_app = create_app(server_settings, bundle)
     yield flask_app.test_client()
-    flask_app.extensions["peru_sentiment"].close()
+    flask_app.extensions[EXTENSION].close()
 
 
 def test_exported_bundle_reproduces_the_trained_model(tiny_trained, bundle, tiny_bundle):
@@ -184,13 +186,13 @@ def test_unknown_routes_and_methods_are_json_errors(client):
 
 
 def test_api_key_is_required_when_configured(tiny_bundle, bundle):
-    secured = create_app(_settings(tiny_bundle, api_key="s3cret"), bundle)
+    secured = create_app(_settings(tiny_bundle, api_key=API_KEY), bundle)
     client = secured.test_client()
     assert client.post("/v1/predict", json={"text": "hola"}).status_code == 401
     assert client.post("/v1/predict", json={"text": "hola"}, headers={"X-API-Key": "wrong"}).status_code == 401
-    assert client.post("/v1/predict", json={"text": "hola"}, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.post("/v1/predict", json={"text": "hola"}, headers={"X-API-Key": API_KEY}).status_code == 200
     assert client.get("/healthz").status_code == 200, "probes stay open"
-    secured.extensions["peru_sentiment"].close()
+    secured.extensions[EXTENSION].close()
 
 
 JSON_VALUES = st.recursive(
