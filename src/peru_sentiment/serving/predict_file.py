@@ -62,7 +62,7 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 
     frame = frame.copy()
     for column in frame.columns:
-        if frame[column].dtype == object:
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
             frame[column] = frame[column].map(neutral)
     return frame
 
