@@ -205,6 +205,13 @@ def test_predict_reads_a_latin1_file_with_encoding(tiny_bundle, tmp_path):
     assert pd.read_csv(tmp_path / "out.csv")["text"].tolist() == ["Qué rico llegó caliente"]
 
 
+def test_a_csv_row_with_more_fields_than_the_header_is_an_error_not_a_shifted_table(tiny_bundle, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("text,id\nhola, que tal,1\nbien,2\n")  # an unquoted comma in the first text
+    result = _predict(tiny_bundle, source, tmp_path / "out.csv")
+    assert isinstance(result.exception, DataError) and not (tmp_path / "out.csv").exists()
+
+
 REGIONS = {"PE-CUS": "Cusco", "PE-LIM": "Lima"}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 from peru_sentiment.errors import ConfigError, DataError
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+CSV_AS_TEXT = {"dtype": str, "keep_default_na": False, "na_values": [""]}  # every cell as written; empty is missing
 
 
 def table_format(path: Path) -> str:
@@ -49,12 +51,13 @@ def read_table_chunks(path: Path, chunk_rows: int, encoding: str = "utf-8") -> I
             for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
                 yield batch.to_pandas()
         elif kind == "csv":
-            yield from pd.read_csv(
-                path, chunksize=chunk_rows, dtype=str, keep_default_na=False, na_values=[""], encoding=encoding
-            )
+            # index_col=False: a first row with more fields than the header is an error, not a silent index column
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                yield from pd.read_csv(path, chunksize=chunk_rows, encoding=encoding, index_col=False, **CSV_AS_TEXT)
         else:
             yield from pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False, encoding=encoding)
-    except (ValueError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as error:
+    except (ValueError, pa.ArrowException, pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as error:
         hint = " (is it in another encoding? see --encoding)" if isinstance(error, UnicodeDecodeError) else ""
         raise DataError(f"{path} could not be read as {kind}{hint}: {type(error).__name__}: {error}") from None
 
