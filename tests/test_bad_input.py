@@ -16,6 +16,7 @@ from peru_sentiment.data.ingest import import_feedback
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export.bundle import load_bundle
 from peru_sentiment.serving.app import create_app
+from peru_sentiment.serving.routes import EXTENSION
 from peru_sentiment.serving.settings import load_settings
 
 LIMIT = 20_000
@@ -26,7 +27,7 @@ def flask_app(tiny_bundle):
     settings = load_settings(model_dir=tiny_bundle, max_items=8, max_text_chars=300, max_body_bytes=LIMIT, warmup=False)
     app = create_app(settings, load_bundle(tiny_bundle))
     yield app
-    app.extensions["peru_sentiment"].close()
+    app.extensions[EXTENSION].close()
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +110,7 @@ def test_every_error_answer_is_counted_under_its_own_kind(client, flask_app, mon
     before = error_counts(client)
     client.post("/v1/predict", data="x" * (2 * LIMIT), content_type="application/json")  # 413
     client.get("/v1/predict")  # 405
-    service = flask_app.extensions["peru_sentiment"]
-    service = getattr(service, "service", service)
-    monkeypatch.setattr(service.batcher, "submit", busy)
+    monkeypatch.setattr(flask_app.extensions[EXTENSION].service.batcher, "submit", busy)
     assert client.post("/v1/predict", json={"text": "hola"}).status_code == 503
     after = error_counts(client)
     for kind in ("body_too_large", "method_not_allowed", "unavailable"):
@@ -135,7 +134,7 @@ def test_401_says_how_to_authenticate(tiny_bundle):
     app = create_app(load_settings(model_dir=tiny_bundle, warmup=False, api_key=key), load_bundle(tiny_bundle))
     response = app.test_client().post("/v1/predict", json={"text": "hola"})
     assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
-    app.extensions["peru_sentiment"].close()
+    app.extensions[EXTENSION].close()
 
 
 def test_explain_length_and_attention_are_capped(tiny_bundle):
@@ -148,14 +147,24 @@ def test_explain_length_and_attention_are_capped(tiny_bundle):
     assert short.status_code == 200
     weights = [w for layer in short.get_json()["attention"] for head in layer for row in head for w in row]
     assert all(round(w, 4) == w for w in weights), "attention weights are rounded"
-    app.extensions["peru_sentiment"].close()
+    app.extensions[EXTENSION].close()
 
 
 def _predict(tiny_bundle, source, output, *extra):
     return CliRunner().invoke(
-        cli, ["predict", "--model", str(tiny_bundle), "--input", str(source), "--output", str(output), "--no-progress",
-              *extra],
-    )  # fmt: skip
+        cli,
+        [
+            "predict",
+            "--model",
+            str(tiny_bundle),
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--no-progress",
+            *extra,
+        ],
+    )
 
 
 def test_a_failed_predict_keeps_the_previous_output_and_leaves_no_partial_file(tiny_bundle, tmp_path):
@@ -270,9 +279,14 @@ def test_ingest_has_one_text_length_limit_for_every_format(params, tmp_path, nam
 def test_ingest_dates_are_day_first_and_plausible_and_texts_visible(params, tmp_path):
     content = "text,label,date\n" + "".join(
         f"{text},positive,{date}\n"
-        for text, date in [("uno rico", "06/01/2026"), ("dos rico", "2026-01-05"), ("tres rico", "9999-12-31"),
-                           ("\u200b\u200b", "2026-01-05"), ("cuatro rico", "2026-02-01T12:00:00Z")]
-    )  # fmt: skip
+        for text, date in [
+            ("uno rico", "06/01/2026"),
+            ("dos rico", "2026-01-05"),
+            ("tres rico", "9999-12-31"),
+            ("\u200b\u200b", "2026-01-05"),
+            ("cuatro rico", "2026-02-01T12:00:00Z"),
+        ]
+    )
     result = _import(params, tmp_path, "s.csv", content, {"text": "text", "label": "label", "timestamp": "date"})
     dates = result.accepted.set_index("text")["timestamp"].dt.strftime("%Y-%m-%d %H:%M").to_dict()
     assert dates == {"uno rico": "2026-01-06 00:00", "dos rico": "2026-01-05 00:00", "cuatro rico": "2026-02-01 12:00"}

@@ -106,41 +106,63 @@ class ServiceMetrics:
         self._model: tuple[str, str] | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
-            names.REQUESTS, "HTTP requests by endpoint, method and status code.",
-            ["endpoint", "method", "status"], registry=self.registry,
-        )  # fmt: skip
+            names.REQUESTS,
+            "HTTP requests by endpoint, method and status code.",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
         self.request_duration = Histogram(
-            names.DURATION, "Time to answer a request, by endpoint.",
-            ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            names.DURATION,
+            "Time to answer a request, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
-            names.IN_FLIGHT, "Requests being answered now.",
-            multiprocess_mode="livesum", registry=self.registry,
-        )  # fmt: skip
+            names.IN_FLIGHT,
+            "Requests being answered now.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
-            names.BATCH_SIZE, "Texts in each micro-batch run through the model.",
-            buckets=BATCH_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            names.BATCH_SIZE,
+            "Texts in each micro-batch run through the model.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.predictions = Counter(
-            names.PREDICTIONS, "Predictions by label, region, channel and language.",
-            ["label", "region", "channel", "language"], registry=self.registry,
-        )  # fmt: skip
+            names.PREDICTIONS,
+            "Predictions by label, region, channel and language.",
+            ["label", "region", "channel", "language"],
+            registry=self.registry,
+        )
         self.confidence = Histogram(
-            names.CONFIDENCE, "Probability of the predicted label, by label.",
-            ["label"], buckets=CONFIDENCE_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            names.CONFIDENCE,
+            "Probability of the predicted label, by label.",
+            ["label"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=self.registry,
+        )
         self.text_length = Histogram(
-            names.TEXT_LENGTH, "Characters per text received for prediction.",
-            buckets=TEXT_LENGTH_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            names.TEXT_LENGTH,
+            "Characters per text received for prediction.",
+            buckets=TEXT_LENGTH_BUCKETS,
+            registry=self.registry,
+        )
         self.model_info = Gauge(
-            names.MODEL_INFO, "The loaded model bundle (always 1).",
-            ["version", "checkpoint"], multiprocess_mode="livemax", registry=self.registry,
-        )  # fmt: skip
+            names.MODEL_INFO,
+            "The loaded model bundle (always 1).",
+            ["version", "checkpoint"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self.training_label_share = Gauge(
-            names.TRAINING_SHARE, "Share of each label in the model's training data.",
-            ["label"], multiprocess_mode="livemostrecent", registry=self.registry,
-        )  # fmt: skip
+            names.TRAINING_SHARE,
+            "Share of each label in the model's training data.",
+            ["label"],
+            multiprocess_mode="livemostrecent",
+            registry=self.registry,
+        )
         self.errors = Counter(names.ERRORS, "Error answers by type.", ["type"], registry=self.registry)
         for kind in ERROR_TYPES:  # every type is a series from the start, so rates are 0 rather than missing
             self.errors.labels(kind)

@@ -192,6 +192,7 @@ def predict_file(
     if summary["errors"]:
         log.warning(
             "%d row(s) could not be predicted (%s); they are in the output with `error` set",
-            summary["rows"] - summary["predicted"], summary["errors"],
-        )  # fmt: skip
+            summary["rows"] - summary["predicted"],
+            summary["errors"],
+        )
     return summary

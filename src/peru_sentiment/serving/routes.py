@@ -119,9 +119,11 @@ def _guard() -> None:
         supplied = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(supplied.encode(), api_key.get_secret_value().encode()):
             raise ApiError(
-                401, "unauthorized", "missing or wrong API key (header X-API-Key or Authorization: Bearer)",
+                401,
+                "unauthorized",
+                "missing or wrong API key (header X-API-Key or Authorization: Bearer)",
                 headers={"WWW-Authenticate": 'Bearer realm="peru-sentiment"'},
-            )  # fmt: skip
+            )
     if request.method == "POST" and not state.service.ready:
         raise ApiError(503, "not_ready", "the model is still warming up; retry shortly")
 
@@ -159,9 +161,10 @@ def explain() -> Response:
     body = _parse_body(ExplainRequest, settings.max_explain_chars)
     if body.include_attention and len(body.text) > settings.max_attention_chars:
         raise ApiError(
-            422, "validation_error",
+            422,
+            "validation_error",
             f"include_attention is available for texts up to {settings.max_attention_chars} characters",
-        )  # fmt: skip
+        )
     try:
         [text] = state.service.prepare([body])
     except EmptyAfterCleaning as error:

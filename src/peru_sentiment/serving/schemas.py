@@ -77,7 +77,8 @@ class ExplainRequest(BaseModel):
 
     text: FeedbackText = Field(description="One piece of feedback.")
     include_attention: bool = Field(
-        False, description="Also return attention per layer and head ([layer][head][query][key], ~5 MB for e5-small)."
+        False,
+        description="Also return attention per layer and head ([layer][head][query][key]); short texts only.",
     )
 
 
