@@ -3,15 +3,15 @@ import json
 import pandas as pd
 import pytest
 
-from peru_sentiment.config import IngestParams
+from peru_sentiment.config import SourceParams
 from peru_sentiment.data.ingest import import_feedback, label_from_stars
 from peru_sentiment.errors import ConfigError
 
 REGIONS = {"PE-CUS": "Cusco", "PE-LIM": "Lima", "PE-AYA": "Ayacucho"}
 
 
-def _ingest_params(params, sources):
-    return IngestParams.model_validate({"sources": sources, "stars": params.ingest.stars.model_dump()})
+def _ingest_params(params, sources, **changes):
+    return params.ingest.model_copy(update={"sources": [SourceParams.model_validate(s) for s in sources], **changes})
 
 
 def _write_broken_csv(path):
@@ -106,7 +106,7 @@ def test_stars_to_labels(params):
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("file_name", "message"), [("nope.csv", "not found"), ("data.xlsx", "unsupported format")])
+@pytest.mark.parametrize(("file_name", "message"), [("nope.csv", "not found"), ("data.xlsx", "unsupported file type")])
 def test_bad_source_files_get_clear_errors(tmp_path, params, file_name, message):
     (tmp_path / "data.xlsx").write_text("")
     source = {"name": "x", "path": str(tmp_path / file_name), "columns": {"text": "t", "label": "l"}}

@@ -1,5 +1,6 @@
 """The service's Prometheus metrics: bounded label values, the exposition, multiprocess aggregation."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -124,6 +125,28 @@ def test_requests_errors_batches_and_in_flight(region_names):
     }
     assert set(errors) == set(ERROR_TYPES)  # every type exists from the start
     assert errors["invalid_json"] == 1 and errors["other"] == 1 and errors["internal"] == 0
+
+
+def _emitted_error_kinds() -> set[str]:
+    """Every error kind written in the serving code: ApiError(status, kind, ...), error_response(status, kind, ...)
+    and the kinds given to Werkzeug's HTTP errors."""
+    from peru_sentiment.serving.errors import HTTP_ERROR_KINDS
+
+    kinds = set(HTTP_ERROR_KINDS.values())
+    for path in (ROOT / "src/peru_sentiment/serving").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in {"ApiError", "error_response"}:
+                kind = node.args[1] if len(node.args) > 1 else None
+                if isinstance(kind, ast.Constant):
+                    kinds.add(kind.value)
+    return kinds
+
+
+def test_every_error_kind_the_app_emits_is_a_counted_type():
+    emitted = _emitted_error_kinds()
+    assert {"body_too_large", "unavailable", "validation_error", "not_ready"} <= emitted, "the scan finds the calls"
+    assert emitted <= set(ERROR_TYPES), f"counted as other: {sorted(emitted - set(ERROR_TYPES))}"
+    assert ERROR_TYPES[-1] == "other" and len(set(ERROR_TYPES)) == len(ERROR_TYPES)
 
 
 def test_model_info_follows_the_loaded_model(region_names):

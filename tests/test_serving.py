@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import threading
@@ -20,8 +21,10 @@ from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.export.bundle import BundleError, load_bundle
 from peru_sentiment.serving.app import create_app
 from peru_sentiment.serving.batcher import MicroBatcher
+from peru_sentiment.serving.routes import EXTENSION
 from peru_sentiment.serving.settings import load_settings
 
+API_KEY = "k" * 24
 SECRET = "juan.perez@example.com paid with 4111 1111 1111 1111"  # must never come back in an error
 
 
@@ -45,7 +48,7 @@ def server_settings(tiny_bundle):
 def client(server_settings, bundle):
     flask_app = create_app(server_settings, bundle)
     yield flask_app.test_client()
-    flask_app.extensions["peru_sentiment"].close()
+    flask_app.extensions[EXTENSION].close()
 
 
 def test_exported_bundle_reproduces_the_trained_model(tiny_trained, bundle, tiny_bundle):
@@ -184,13 +187,13 @@ def test_unknown_routes_and_methods_are_json_errors(client):
 
 
 def test_api_key_is_required_when_configured(tiny_bundle, bundle):
-    secured = create_app(_settings(tiny_bundle, api_key="s3cret"), bundle)
+    secured = create_app(_settings(tiny_bundle, api_key=API_KEY), bundle)
     client = secured.test_client()
     assert client.post("/v1/predict", json={"text": "hola"}).status_code == 401
     assert client.post("/v1/predict", json={"text": "hola"}, headers={"X-API-Key": "wrong"}).status_code == 401
-    assert client.post("/v1/predict", json={"text": "hola"}, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.post("/v1/predict", json={"text": "hola"}, headers={"X-API-Key": API_KEY}).status_code == 200
     assert client.get("/healthz").status_code == 200, "probes stay open"
-    secured.extensions["peru_sentiment"].close()
+    secured.extensions[EXTENSION].close()
 
 
 JSON_VALUES = st.recursive(
@@ -200,18 +203,43 @@ JSON_VALUES = st.recursive(
 )
 ITEM_FIELDS = st.sampled_from(["text", "id", "region", "channel", "timestamp", "language", "items", "extra"])
 ITEMS = st.dictionaries(ITEM_FIELDS, st.text(max_size=60) | JSON_VALUES, max_size=6)
+# Lone surrogates, invisible and blank-looking characters, C1 controls, among a few visible ones.
+ODD_CHARACTERS = st.sampled_from(
+    ["\ud800", "\udc00", "\udfff", "\u200b", "\u2060", "\ufeff", "\u0301", "\ufe0f", "\u3164", "\u2800",
+     "\x85", "\x9f", "\x00", " ", "a", "ñ", "😡"]
+)  # fmt: skip
+ODD_TEXTS = st.text(alphabet=ODD_CHARACTERS, max_size=12)
+ODD_BODIES = st.fixed_dictionaries({"text": ODD_TEXTS}, optional={"id": ODD_TEXTS, "region": ODD_TEXTS}).map(
+    json.dumps  # ensure_ascii: surrogates travel as \\u escapes, as a client would send them
+)
 BODIES = (
     JSON_VALUES.map(json.dumps)
     | ITEMS.map(json.dumps)
     | st.lists(ITEMS, max_size=10).map(lambda items: json.dumps({"items": items}))
+    | ODD_BODIES
+    | st.lists(ODD_BODIES.map(json.loads), min_size=1, max_size=4).map(lambda items: json.dumps({"items": items}))
     | st.binary(max_size=200)
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=BODIES, path=st.sampled_from(["/v1/predict", "/v1/predict", "/v1/explain", "/v1/model", "/healthz"]))
-def test_fuzzed_requests_never_get_a_server_error(client, body, path):
-    response = client.post(path, data=body, content_type="application/json")
+@given(
+    body=BODIES,
+    path=st.sampled_from(["/v1/predict", "/v1/predict", "/v1/explain", "/v1/model", "/healthz"]),
+    chunked=st.booleans(),
+    padding=st.sampled_from([0, 0, 25_000]),  # whitespace after the JSON; 25,000 goes over max_body_bytes
+)
+def test_fuzzed_requests_never_get_a_server_error(client, body, path, chunked, padding):
+    data = (body.encode() if isinstance(body, str) else body) + b" " * padding
+    if chunked:  # as gunicorn hands over a chunked body: no length, the server ends the stream
+        environ = {"wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"}
+        response = client.post(
+            path, input_stream=io.BytesIO(data), content_type="application/json", environ_overrides=environ
+        )
+    else:
+        response = client.post(path, data=data, content_type="application/json")
+    if padding and path.startswith("/v1/") and path != "/v1/model":
+        assert response.status_code == 413, "no body over the limit gets through, chunked or not"
     assert response.status_code < 500
     assert response.is_json
     if response.status_code == 200:
@@ -311,6 +339,26 @@ def _post(url: str, body: dict, timeout: float = 30) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
+def _raw_request(url: str, head: str, body: bytes) -> tuple[int, dict]:
+    """Send bytes as they are (a chunked body, a broken one) and read the status and the JSON body."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(head.encode() + b"\r\n" + body)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def chunked(payload: bytes, size: int = 4096) -> bytes:
+    pieces = [payload[start : start + size] for start in range(0, len(payload), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
 def test_real_server_handles_concurrent_load_then_shuts_down_gracefully(tiny_bundle, tmp_path):
     import signal
     from concurrent.futures import ThreadPoolExecutor
@@ -321,6 +369,14 @@ def test_real_server_handles_concurrent_load_then_shuts_down_gracefully(tiny_bun
     process, url = start_server(
         tiny_bundle, tmp_path / "server.log", SENTIMENT_MAX_WAIT_MS="300", SENTIMENT_THREADS="16"
     )
+    head = "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    small = json.dumps({"text": "llegó frío"}).encode()
+    assert _raw_request(url, head, chunked(small))[0] == 200
+    status, body = _raw_request(url, head, chunked(small + b" " * (3 << 20)))  # over the 1 MiB limit, no length
+    assert (status, body["error"]["type"]) == (413, "body_too_large")
+    status, body = _raw_request(url, head, b"zz\r\n" + small + b"\r\n0\r\n\r\n")  # not a chunk size
+    assert (status, body["error"]["type"]) == (400, "invalid_body")
+
     texts = toy_feedback(64, seed=31)["text"].tolist()
     bodies = [{"items": [{"id": f"{n}-{k}", "text": texts[(n + k) % 64]} for k in range(1 + n % 4)]}
               for n in range(96)]  # fmt: skip

@@ -321,6 +321,12 @@ def export(
         )  # fmt: skip
 
 
+ESCAPE_FORMULAS_HELP = (
+    "In a CSV output, prefix cells starting with = + - @ tab or CR with ' so that spreadsheets show them as text "
+    "instead of running them as formulas."
+)
+
+
 @app.command()
 def predict(
     model: Path = typer.Option(Path("models/export"), help="Export bundle, or the export root (latest bundle)."),
@@ -329,16 +335,23 @@ def predict(
     output: Path = typer.Option(..., help="Output file (CSV, JSON Lines or Parquet): the input rows plus predictions."),
     chunk_rows: int = typer.Option(2048, min=1, help="Rows read, predicted and written at a time."),
     batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
+    encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
+    escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
     progress: bool = ProgressOption,
 ) -> None:
-    """Predict the sentiment of every row of a file; rows without text are kept and marked in `error`."""
+    """Predict the sentiment of every row of a file; rows without text are kept and marked in `error`.
+
+    The output replaces --output only when every row is done; a failed run leaves it as it was.
+    """
     import json
 
     from peru_sentiment.export.bundle import load_bundle
-    from peru_sentiment.serving.batch import predict_file
+    from peru_sentiment.serving.predict_file import predict_file
 
-    summary = predict_file(load_bundle(model, batch_size=batch_size), input_file, output, text_column, chunk_rows,
-                           progress)  # fmt: skip
+    summary = predict_file(
+        load_bundle(model, batch_size=batch_size), input_file, output, text_column, chunk_rows, progress,
+        encoding=encoding, escape_formulas=escape_formulas,
+    )  # fmt: skip
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
 

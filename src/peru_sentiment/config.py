@@ -105,6 +105,10 @@ class SourceParams(_Strict):
     columns: ColumnMap
     labels: dict[str, str] | None = None
     encoding: str = "utf-8"
+    # Dates that are not ISO 8601: day first (06/01/2026 is 6 January, as written in Peru), or an
+    # explicit strptime format such as "%m/%d/%Y".
+    dayfirst: bool = True
+    date_format: str | None = None
 
     @field_validator("labels")
     @classmethod
@@ -124,6 +128,9 @@ class StarParams(_Strict):
 class IngestParams(_Strict):
     sources: list[SourceParams] = []
     stars: StarParams
+    max_text_chars: int = Field(gt=0)
+    earliest_date: dt.date
+    latest_date: dt.date
 
     @field_validator("sources")
     @classmethod

@@ -6,7 +6,8 @@ Every input row ends in exactly one of three places, and the stage checks it:
 - accepted rows share the columns of the synthetic data (``schema.FEEDBACK_COLUMNS``)
   plus provenance (source file, its sha256, row number) and the source's role;
 - quarantined rows keep their raw values and the reason they were rejected
-  (empty text, unknown label, invalid stars, unparseable date, undecodable
+  (empty or invisible text, text too long, a list or object where a value belongs,
+  unknown label, invalid stars, unparseable or out-of-range date, undecodable
   bytes, malformed record, missing column);
 - duplicates (exact, or near by MinHash) of an earlier accepted row are
   written with the id of the row they duplicate.
@@ -19,19 +20,21 @@ import hashlib
 import io
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from peru_sentiment.config import IngestParams, NearDuplicateParams, SourceParams, StarParams
 from peru_sentiment.data.dedup import duplicate_key, first_occurrences
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.schema import CHANNELS, LABELS, UNKNOWN_REGION
+from peru_sentiment.tables import read_table, table_format
+from peru_sentiment.text.normalize import has_lone_surrogate, is_blank
 
 log = logging.getLogger(__name__)
-
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 ACCEPTED_COLUMNS = (
     "feedback_id", "text", "label", "language", "region", "channel", "timestamp", "stars",
     "source", "source_id", "role", "source_file", "source_sha256", "source_row",
@@ -40,7 +43,11 @@ ACCEPTED_COLUMNS = (
 
 @dataclass
 class RawRecords:
-    """What a file held: parsed records plus the ones that could not be parsed at all."""
+    """What a file held: parsed records plus the ones that could not be parsed at all.
+
+    Record values are as the file gave them: text for CSV, JSON values for JSON Lines,
+    Python values for Parquet; :func:`_field` turns one into text or rejects it.
+    """
 
     records: list[dict]
     row_numbers: list[int]
@@ -57,40 +64,53 @@ class ImportResult:
 
 
 def read_records(path: Path, encoding: str = "utf-8") -> RawRecords:
-    """Read a file into string-valued records without losing undecodable bytes.
+    """Read a file into records without losing undecodable bytes.
 
-    Bytes that do not decode are kept as surrogate escapes so that the row they
-    sit in can be quarantined, instead of failing the whole file.
+    CSV and JSON Lines are decoded here, byte by byte, rather than by the shared
+    table reader (:mod:`peru_sentiment.tables`): bytes that do not decode are kept
+    as surrogate escapes so that only the row they sit in is quarantined, and a
+    malformed line is quarantined on its own, where a table reader fails the whole file.
     """
     if not path.is_file():
         raise ConfigError(f"import source {path} not found; fix its path in params.yaml (ingest.sources)")
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise ConfigError(f"{path}: unsupported format; use one of {', '.join(sorted(FORMATS))}")
+    kind = table_format(path)
     if kind == "parquet":
-        frame = pd.read_parquet(path)
-        records = [{k: _as_text(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        frame = read_table(path)
+        records = frame.to_dict("records")
         return RawRecords(records, list(range(1, len(records) + 1)), columns=list(frame.columns))
     text = path.read_bytes().decode(encoding, errors="surrogateescape")
     return _read_csv(text) if kind == "csv" else _read_jsonl(text)
 
 
-def _read_csv(text: str) -> RawRecords:
-    reader = csv.reader(io.StringIO(text, newline=""))
+@contextmanager
+def _csv_field_limit(limit: int):
+    """Let the csv module read fields up to `limit` characters (its default stops at 131,072 with an error)."""
+    previous = csv.field_size_limit(max(limit, csv.field_size_limit()))
     try:
-        header = next(reader)
-    except StopIteration:
-        return RawRecords([], [])
-    result = RawRecords([], [], columns=header)
-    for number, values in enumerate(reader, start=1):
-        if not values:
-            continue
-        if len(values) != len(header):
-            raw = ",".join(values)
-            result.malformed.append((number, raw, f"malformed record: {len(values)} fields, header has {len(header)}"))
-            continue
-        result.records.append(dict(zip(header, values, strict=True)))
-        result.row_numbers.append(number)
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _read_csv(text: str) -> RawRecords:
+    """The rows of a CSV text; a field of any length is read (too long a text is quarantined later)."""
+    with _csv_field_limit(len(text)):
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = next(reader)
+        except StopIteration:
+            return RawRecords([], [])
+        result = RawRecords([], [], columns=header)
+        for number, values in enumerate(reader, start=1):
+            if not values:
+                continue
+            if len(values) != len(header):
+                raw = ",".join(values)
+                reason = f"malformed record: {len(values)} fields, header has {len(header)}"
+                result.malformed.append((number, raw, reason))
+                continue
+            result.records.append(dict(zip(header, values, strict=True)))
+            result.row_numbers.append(number)
     return result
 
 
@@ -109,7 +129,7 @@ def _read_jsonl(text: str) -> RawRecords:
             result.malformed.append((number, line, "malformed record: not a JSON object"))
             continue
         seen_columns.update(dict.fromkeys(record))
-        result.records.append({k: _as_text(v) for k, v in record.items()})
+        result.records.append(record)
         result.row_numbers.append(number)
     result.columns = list(seen_columns)
     return result
@@ -138,53 +158,74 @@ class _Rejected(Exception):
     pass
 
 
-def _convert(record: dict, source: SourceParams, stars_params: StarParams, regions: dict[str, str]) -> dict:
+def _field(record: dict, column: str) -> str:
+    """The value of `column` as text; rejected when the record lacks it or holds a list or object there."""
+    if column not in record:
+        raise _Rejected(f"missing column {column!r}")
+    value = record[column]
+    if isinstance(value, list | dict | tuple | np.ndarray):
+        raise _Rejected(f"not a value in column {column!r} (a {type(value).__name__})")
+    return _as_text(value)
+
+
+def _parse_date(raw: str, source: SourceParams, params: IngestParams) -> pd.Timestamp:
+    """ISO 8601 first, then the source's format (or day first); within [earliest_date, latest_date]."""
+    if source.date_format:
+        timestamp = pd.to_datetime(raw, format=source.date_format, errors="coerce", utc=True)
+    else:
+        timestamp = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=True)
+        if pd.isna(timestamp):
+            timestamp = pd.to_datetime(raw, dayfirst=source.dayfirst, errors="coerce", utc=True)
+    if pd.isna(timestamp):
+        raise _Rejected(f"unparseable date {raw!r}")
+    if not params.earliest_date <= timestamp.date() <= params.latest_date:
+        raise _Rejected(f"date out of range {raw!r} (ingest.earliest_date to ingest.latest_date)")
+    return timestamp.tz_convert(None)
+
+
+def _convert(record: dict, source: SourceParams, params: IngestParams, regions: dict[str, str]) -> dict:
     """Validate one record and map it onto the feedback columns; raise _Rejected with the reason."""
     mapping = source.columns
     for column, value in record.items():
-        if _undecodable(value):
+        if isinstance(value, str) and _undecodable(value):
             raise _Rejected(f"undecodable bytes in column {column!r} (not {source.encoding})")
-    text = record[mapping.text].strip()
-    if not text:
+    values = {name: _field(record, column) for name, column in mapping.model_dump().items() if column}
+    text = values["text"].strip()
+    if has_lone_surrogate(text):
+        raise _Rejected("invalid text (lone UTF-16 surrogate)")
+    if is_blank(text):
         raise _Rejected("empty text")
+    if len(text) > params.max_text_chars:
+        raise _Rejected(f"text too long ({len(text)} characters; ingest.max_text_chars is {params.max_text_chars})")
     stars = None
     if mapping.stars:
-        raw = record[mapping.stars].strip()
+        raw = values["stars"].strip()
         try:
             stars = int(float(raw))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: inf
             raise _Rejected(f"invalid stars {raw!r}") from None
         if not 1 <= stars <= 5 or stars != float(raw):
             raise _Rejected(f"invalid stars {raw!r} (expected 1 to 5)")
-        label = label_from_stars(stars, stars_params)
+        label = label_from_stars(stars, params.stars)
     else:
-        raw = record[mapping.label].strip()
+        raw = values["label"].strip()
         label = source.labels.get(raw) if source.labels else raw.lower()
         if label not in LABELS:
             raise _Rejected(f"unknown label {raw!r}")
     timestamp = pd.NaT
-    if mapping.timestamp and record[mapping.timestamp].strip():
-        raw = record[mapping.timestamp].strip()
-        timestamp = pd.to_datetime(raw, errors="coerce", utc=True)
-        if pd.isna(timestamp):
-            raise _Rejected(f"unparseable date {raw!r}")
-        timestamp = timestamp.tz_convert(None)
-    region = UNKNOWN_REGION
-    if mapping.region:
-        region = regions.get(duplicate_key(record[mapping.region]), UNKNOWN_REGION)
-    channel = "unknown"
-    if mapping.channel and record[mapping.channel].strip() in CHANNELS:
-        channel = record[mapping.channel].strip()
-    language = record[mapping.language].strip().lower() if mapping.language else ""
+    if values.get("timestamp", "").strip():
+        timestamp = _parse_date(values["timestamp"].strip(), source, params)
+    region = regions.get(duplicate_key(values["region"]), UNKNOWN_REGION) if mapping.region else UNKNOWN_REGION
+    channel = values.get("channel", "").strip()
     return {
         "text": text,
         "label": label,
-        "language": language or None,
+        "language": values.get("language", "").strip().lower() or None,
         "region": region,
-        "channel": channel,
+        "channel": channel if channel in CHANNELS else "unknown",
         "timestamp": timestamp,
         "stars": stars,
-        "source_id": record[mapping.source_id].strip() if mapping.source_id else None,
+        "source_id": values.get("source_id", "").strip() or None,
     }
 
 
@@ -198,7 +239,7 @@ def region_lookup(region_names: dict[str, str]) -> dict[str, str]:
 
 
 def import_source(
-    source: SourceParams, stars_params: StarParams, regions: dict[str, str]
+    source: SourceParams, params: IngestParams, regions: dict[str, str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate one declared source: (candidate rows, quarantined rows)."""
     raw = read_records(source.path, source.encoding)
@@ -212,9 +253,7 @@ def import_source(
     accepted = []
     for number, record in zip(raw.row_numbers, raw.records, strict=True):
         try:
-            if missing:
-                raise _Rejected(f"missing column {missing[0]!r}")
-            row = _convert(record, source, stars_params, regions)
+            row = _convert(record, source, params, regions)
         except _Rejected as reason:
             quarantined.append(
                 {
@@ -252,7 +291,7 @@ def import_feedback(
     regions = region_lookup(region_names)
     candidates, quarantined = [], []
     for source in params.sources:
-        valid, rejected = import_source(source, params.stars, regions)
+        valid, rejected = import_source(source, params, regions)
         candidates.append(valid)
         quarantined.append(rejected)
     candidates_frame = _concat(candidates, ACCEPTED_COLUMNS)

@@ -255,7 +255,7 @@ def _service(config: MonitoringConfig) -> dashboard.Dashboard:
         _target(q.quantile(quantile, q.DURATION, RATE), f"p{round(quantile * 100)}", ref=ref)
         for quantile, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))
     ]
-    batch_mean = f"sum(rate(sentiment_batch_size_sum[{RATE}])) / sum(rate(sentiment_batch_size_count[{RATE}]))"
+    batch_mean = f"sum(rate({q.BATCH_SIZE}_sum[{RATE}])) / sum(rate({q.BATCH_SIZE}_count[{RATE}]))"
     return (
         _dashboard(
             "peru-sentiment-service", "Sentiment service health", "Traffic, latency, errors and saturation of the API."
@@ -289,7 +289,7 @@ def _service(config: MonitoringConfig) -> dashboard.Dashboard:
                 "In flight",
                 "Requests being answered right now, all workers.",
                 "short",
-                "sum(sentiment_http_requests_in_flight)",
+                f"sum({q.IN_FLIGHT})",
             )
         )
         .with_panel(
@@ -329,7 +329,7 @@ def _service(config: MonitoringConfig) -> dashboard.Dashboard:
                 "Error answers per second by type: invalid JSON, validation, too large, unauthorized, not ready, "
                 "internal, ...",
                 "reqps",
-                _target("sum by (type) (rate(sentiment_errors_total[$__rate_interval]))", "{{type}}"),
+                _target(f"sum by (type) (rate({q.ERRORS}[$__rate_interval]))", "{{type}}"),
             )
         )
         .with_panel(
@@ -338,7 +338,7 @@ def _service(config: MonitoringConfig) -> dashboard.Dashboard:
                 "Texts per micro-batch run through the model: mean and 95th percentile.",
                 "short",
                 _target(batch_mean, "mean"),
-                _target(q.quantile(0.95, "sentiment_batch_size", RATE), "p95", ref="B"),
+                _target(q.quantile(0.95, q.BATCH_SIZE, RATE), "p95", ref="B"),
             )
         )
         .with_panel(
@@ -347,7 +347,7 @@ def _service(config: MonitoringConfig) -> dashboard.Dashboard:
                 "Requests in flight (sampled at each scrape) and the average number of requests being served "
                 "(busy time per second). Near the number of workers × threads, requests start to queue.",
                 "short",
-                _target("sum(sentiment_http_requests_in_flight)", "in flight"),
+                _target(f"sum({q.IN_FLIGHT})", "in flight"),
                 _target(f"sum(rate({q.DURATION}_sum[{RATE}]))", "busy (average)", ref="B"),
             )
         )
@@ -359,7 +359,7 @@ def _service(config: MonitoringConfig) -> dashboard.Dashboard:
             .height(5)
             .span(24)
             .with_target(
-                _target("max by (version, checkpoint) (sentiment_model_info) == 1", instant=True).format(
+                _target(f"max by (version, checkpoint) ({q.MODEL_INFO}) == 1", instant=True).format(
                     PromQueryFormat.TABLE
                 )
             )
@@ -371,8 +371,7 @@ def _model(config: MonitoringConfig) -> dashboard.Dashboard:
     low = config.objectives.low_confidence
     bucket = floatToGoString(low)
     low_share = (
-        f'sum(rate(sentiment_prediction_confidence_bucket{{le="{bucket}"}}[{RATE}]))'
-        f" / (sum(rate(sentiment_prediction_confidence_count[{RATE}])) > 0)"
+        f'sum(rate({q.CONFIDENCE}_bucket{{le="{bucket}"}}[{RATE}])) / (sum(rate({q.CONFIDENCE}_count[{RATE}])) > 0)'
     )
     confidence = (
         heatmap.Panel()
@@ -383,9 +382,7 @@ def _model(config: MonitoringConfig) -> dashboard.Dashboard:
         .span(12)
         .calculate(False)
         .with_target(
-            _target(f"sum by (le) (increase(sentiment_prediction_confidence_bucket[{RATE}]))", "{{le}}").format(
-                PromQueryFormat.HEATMAP
-            )
+            _target(f"sum by (le) (increase({q.CONFIDENCE}_bucket[{RATE}]))", "{{le}}").format(PromQueryFormat.HEATMAP)
         )
     )
     return (
@@ -433,7 +430,7 @@ def _model(config: MonitoringConfig) -> dashboard.Dashboard:
                 "Median confidence by label",
                 "Median probability of the predicted label, per label.",
                 "percentunit",
-                _target(q.quantile(0.5, "sentiment_prediction_confidence", RATE, group="label"), "{{label}}"),
+                _target(q.quantile(0.5, q.CONFIDENCE, RATE, group="label"), "{{label}}"),
             )
         )
         .with_panel(
@@ -449,8 +446,8 @@ def _model(config: MonitoringConfig) -> dashboard.Dashboard:
                 "Text length",
                 "Characters per text: median and 95th percentile.",
                 "short",
-                _target(q.quantile(0.5, "sentiment_text_length_chars", RATE), "p50"),
-                _target(q.quantile(0.95, "sentiment_text_length_chars", RATE), "p95", ref="B"),
+                _target(q.quantile(0.5, q.TEXT_LENGTH, RATE), "p50"),
+                _target(q.quantile(0.95, q.TEXT_LENGTH, RATE), "p95", ref="B"),
             ).span(24)
         )
     )

@@ -1,4 +1,7 @@
-"""PromQL building blocks shared by the recording rules, the alerts and the dashboards.
+"""The service's metric names, and PromQL building blocks shared by the recording rules, the alerts and the dashboards.
+
+The metric names are spelled only here: the service (``serving/metrics.py``) registers
+its metrics under them and every query reads them from here.
 
 Recorded series are named ``sentiment:<what>:<window>`` where the window is the role
 (``short`` or ``baseline``), not a duration: the same dashboards then work with rules
@@ -10,7 +13,13 @@ from __future__ import annotations
 PREDICTIONS = "sentiment_predictions_total"
 REQUESTS = "sentiment_http_requests_total"
 DURATION = "sentiment_http_request_duration_seconds"
+IN_FLIGHT = "sentiment_http_requests_in_flight"
+BATCH_SIZE = "sentiment_batch_size"
+CONFIDENCE = "sentiment_prediction_confidence"
+TEXT_LENGTH = "sentiment_text_length_chars"
+MODEL_INFO = "sentiment_model_info"
 TRAINING_SHARE = "sentiment_training_label_share"
+ERRORS = "sentiment_errors_total"
 
 REGION_VOLUME = "sentiment:region_predictions:short"
 REGION_NEGATIVE_SHORT = "sentiment:region_negative_share:short"

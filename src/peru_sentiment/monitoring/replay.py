@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from peru_sentiment.data.ingest import FORMATS
 from peru_sentiment.errors import ConfigError
+from peru_sentiment.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,7 @@ class ReplayReport:
 
 def read_feedback(path: Path) -> pd.DataFrame:
     """Read a CSV, JSONL/NDJSON or Parquet file of feedback (needs ``text`` and ``timestamp`` columns)."""
-    if not path.is_file():
-        raise ConfigError(f"{path} not found")
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise ConfigError(f"{path}: use a .csv, .jsonl/.ndjson or .parquet file")
-    readers = {"parquet": pd.read_parquet, "jsonl": partial(pd.read_json, lines=True), "csv": pd.read_csv}
-    frame = readers[kind](path)
+    frame = read_table(path)
     missing = {"text", "timestamp"} - set(frame.columns)
     if missing:
         raise ConfigError(f"{path} has no {', '.join(sorted(missing))} column")

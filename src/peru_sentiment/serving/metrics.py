@@ -5,7 +5,7 @@ The web app creates one :class:`ServiceMetrics` per process and calls it:
 - ``observe_request(endpoint, method, status, seconds)`` after every request, inside ``track_in_flight()``;
 - ``observe_batch(size)`` for every micro-batch run through the model;
 - ``observe_predictions(records)`` with one :class:`PredictionRecord` per prediction;
-- ``record_error(kind)`` for every error answer (kinds in :data:`ERROR_TYPES`, anything else is ``other``);
+- ``record_error(kind)`` for every error answer (kinds in ``errors.ERROR_KINDS``, anything else is ``other``);
 - ``set_model(version, checkpoint, label_distribution)`` when a model bundle is loaded;
 - ``render_metrics()`` for ``GET /metrics``.
 
@@ -42,29 +42,15 @@ from prometheus_client import (
 
 from peru_sentiment.data.dedup import duplicate_key
 from peru_sentiment.data.ingest import region_lookup
+from peru_sentiment.monitoring import promql as names
 from peru_sentiment.schema import CHANNELS, LABELS, LANGUAGES, UNKNOWN_REGION
+from peru_sentiment.serving.errors import ERROR_KINDS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-PREFIX = "sentiment"
 UNKNOWN = "unknown"
 OTHER = "other"
-
-# The error codes of the API's JSON errors, plus the generic HTTP failures.
-ERROR_TYPES: tuple[str, ...] = (
-    "invalid_json",
-    "invalid_encoding",
-    "unsupported_media_type",
-    "validation_error",
-    "too_many_items",
-    "too_large",
-    "unauthorized",
-    "not_found",
-    "method_not_allowed",
-    "not_ready",
-    "timeout",
-    "internal",
-    OTHER,
-)
+# The label values of sentiment_errors_total: the API's error kinds, and `other` for anything unexpected.
+ERROR_TYPES: tuple[str, ...] = (*ERROR_KINDS, OTHER)
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # Bucket boundaries are part of each metric's definition: dashboards and rules query them.
@@ -120,42 +106,64 @@ class ServiceMetrics:
         self._model: tuple[str, str] | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
-            f"{PREFIX}_http_requests_total", "HTTP requests by endpoint, method and status code.",
-            ["endpoint", "method", "status"], registry=self.registry,
-        )  # fmt: skip
+            names.REQUESTS,
+            "HTTP requests by endpoint, method and status code.",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
         self.request_duration = Histogram(
-            f"{PREFIX}_http_request_duration_seconds", "Time to answer a request, by endpoint.",
-            ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            names.DURATION,
+            "Time to answer a request, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
-            f"{PREFIX}_http_requests_in_flight", "Requests being answered now.",
-            multiprocess_mode="livesum", registry=self.registry,
-        )  # fmt: skip
+            names.IN_FLIGHT,
+            "Requests being answered now.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
-            f"{PREFIX}_batch_size", "Texts in each micro-batch run through the model.",
-            buckets=BATCH_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            names.BATCH_SIZE,
+            "Texts in each micro-batch run through the model.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.predictions = Counter(
-            f"{PREFIX}_predictions_total", "Predictions by label, region, channel and language.",
-            ["label", "region", "channel", "language"], registry=self.registry,
-        )  # fmt: skip
+            names.PREDICTIONS,
+            "Predictions by label, region, channel and language.",
+            ["label", "region", "channel", "language"],
+            registry=self.registry,
+        )
         self.confidence = Histogram(
-            f"{PREFIX}_prediction_confidence", "Probability of the predicted label, by label.",
-            ["label"], buckets=CONFIDENCE_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            names.CONFIDENCE,
+            "Probability of the predicted label, by label.",
+            ["label"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=self.registry,
+        )
         self.text_length = Histogram(
-            f"{PREFIX}_text_length_chars", "Characters per text received for prediction.",
-            buckets=TEXT_LENGTH_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            names.TEXT_LENGTH,
+            "Characters per text received for prediction.",
+            buckets=TEXT_LENGTH_BUCKETS,
+            registry=self.registry,
+        )
         self.model_info = Gauge(
-            f"{PREFIX}_model_info", "The loaded model bundle (always 1).",
-            ["version", "checkpoint"], multiprocess_mode="livemax", registry=self.registry,
-        )  # fmt: skip
+            names.MODEL_INFO,
+            "The loaded model bundle (always 1).",
+            ["version", "checkpoint"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self.training_label_share = Gauge(
-            f"{PREFIX}_training_label_share", "Share of each label in the model's training data.",
-            ["label"], multiprocess_mode="livemostrecent", registry=self.registry,
-        )  # fmt: skip
-        self.errors = Counter(f"{PREFIX}_errors_total", "Error answers by type.", ["type"], registry=self.registry)
+            names.TRAINING_SHARE,
+            "Share of each label in the model's training data.",
+            ["label"],
+            multiprocess_mode="livemostrecent",
+            registry=self.registry,
+        )
+        self.errors = Counter(names.ERRORS, "Error answers by type.", ["type"], registry=self.registry)
         for kind in ERROR_TYPES:  # every type is a series from the start, so rates are 0 rather than missing
             self.errors.labels(kind)
 

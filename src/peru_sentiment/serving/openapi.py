@@ -58,6 +58,10 @@ def openapi_document(settings: ServeSettings) -> dict:
             "/v1/explain": {
                 "post": {
                     "summary": "Which words drove the prediction: attention and integrated gradients",
+                    "description": (
+                        f"Texts up to {settings.max_explain_chars} characters; include_attention for texts up to "
+                        f"{settings.max_attention_chars} characters (weights rounded to 4 decimals)."
+                    ),
                     "security": security,
                     "requestBody": {"required": True, **_json("ExplainRequest", "One text")},
                     "responses": {"200": _status("Label, probabilities and per-word scores"), **client_errors},

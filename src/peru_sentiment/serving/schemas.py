@@ -12,20 +12,31 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from peru_sentiment.schema import LABELS
+from peru_sentiment.text.normalize import has_lone_surrogate, is_blank
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
 
+def _check_unicode(value: str) -> str:
+    if has_lone_surrogate(value):
+        raise ValueError(
+            "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is no character; send valid Unicode"
+        )
+    return value
+
+
 def _check_text(value: str, info: ValidationInfo) -> str:
-    if not value.strip():
-        raise ValueError("text is empty")
+    if is_blank(value):
+        raise ValueError("text is empty or has no visible characters")
     limit = (info.context or {}).get("max_text_chars")
     if limit is not None and len(value) > limit:
         raise ValueError(f"text is longer than {limit} characters; split it or shorten it")
     return value
 
 
-FeedbackText = Annotated[str, AfterValidator(_check_text)]
+# Every string of a request: valid Unicode (an id is echoed back, a surrogate could not be encoded).
+UnicodeText = Annotated[str, AfterValidator(_check_unicode)]
+FeedbackText = Annotated[UnicodeText, AfterValidator(_check_text)]
 
 
 class FeedbackItem(BaseModel):
@@ -34,11 +45,13 @@ class FeedbackItem(BaseModel):
     model_config = _STRICT
 
     text: FeedbackText = Field(description="The feedback as the customer wrote it (Spanish or English).")
-    id: str | None = Field(None, max_length=128, description="The caller's id, echoed in the result.")
-    region: str | None = Field(None, max_length=64, description="ISO 3166-2:PE code or region name.")
-    channel: str | None = Field(None, max_length=32, description="survey, app_review, social_media or support_chat.")
-    timestamp: str | None = Field(None, max_length=64, description="When it was written, ISO 8601.")
-    language: str | None = Field(None, max_length=16, description="Declared language, if known.")
+    id: UnicodeText | None = Field(None, max_length=128, description="The caller's id, echoed in the result.")
+    region: UnicodeText | None = Field(None, max_length=64, description="ISO 3166-2:PE code or region name.")
+    channel: UnicodeText | None = Field(
+        None, max_length=32, description="survey, app_review, social_media or support_chat."
+    )
+    timestamp: UnicodeText | None = Field(None, max_length=64, description="When it was written, ISO 8601.")
+    language: UnicodeText | None = Field(None, max_length=16, description="Declared language, if known.")
 
     @field_validator("timestamp")
     @classmethod
@@ -64,7 +77,8 @@ class ExplainRequest(BaseModel):
 
     text: FeedbackText = Field(description="One piece of feedback.")
     include_attention: bool = Field(
-        False, description="Also return attention per layer and head ([layer][head][query][key], ~5 MB for e5-small)."
+        False,
+        description="Also return attention per layer and head ([layer][head][query][key]); short texts only.",
     )
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from peru_sentiment.errors import ConfigError
 
 DEFAULT_CONFIG = Path("configs/serve.yaml")
+MIN_API_KEY_CHARS = 16
 
 
 def config_file() -> Path:
@@ -35,8 +36,24 @@ class ServeSettings(BaseSettings):
     request_timeout_s: float = Field(gt=0)
     warmup: bool
     max_concurrent_explains: int = Field(gt=0)
+    max_explain_chars: int = Field(gt=0)
+    max_attention_chars: int = Field(ge=0)
     # When set, /v1/* requires it; set it with SENTIMENT_API_KEY rather than in a file.
     api_key: SecretStr | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty or short key would look like protection without being any: refuse to start."""
+        if value is not None:
+            key = value.get_secret_value()
+            if len(key.strip()) < MIN_API_KEY_CHARS or key != key.strip():
+                raise ValueError(
+                    f"the API key must be at least {MIN_API_KEY_CHARS} characters without surrounding spaces "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`); unset "
+                    "SENTIMENT_API_KEY to run without authentication"
+                )
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -14,6 +14,8 @@ import ftfy
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"\s+")
+# Letters and symbols that render as blank space: Hangul fillers, the blank Braille pattern.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def normalize_text(text: str) -> str:
@@ -23,5 +25,14 @@ def normalize_text(text: str) -> str:
 
 
 def is_blank(text: str) -> bool:
-    """True when nothing in `text` is visible: only spaces, control or format characters (e.g. zero-width)."""
-    return all(unicodedata.category(character)[0] in "CZ" for character in text)
+    """True when nothing in `text` is visible.
+
+    Only spaces, control, format (zero-width) or surrogate characters, combining marks
+    without a base letter (accents, variation selectors) and blank glyphs (U+3164, U+2800).
+    """
+    return all(unicodedata.category(char)[0] in "CZM" or char in _BLANK_GLYPHS for char in text)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True when `text` holds a UTF-16 surrogate on its own (JSON allows ``"\\udc00"``; it is no character)."""
+    return any("\ud800" <= char <= "\udfff" for char in text)

@@ -1,0 +1,198 @@
+"""Prediction over files (the ``predict`` command): CSV, JSON Lines or Parquet in, the same rows plus predictions out.
+
+Files are read and written in chunks, so memory stays flat however large the
+input. A row whose text is missing or empty is kept with an ``error`` and no
+label; nothing is dropped. The output is written to a temporary file beside the
+target and renamed when every row is done: a failed run leaves an existing
+output untouched and no partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from peru_sentiment.data.preprocess import prepare_text
+from peru_sentiment.errors import ConfigError, DataError
+from peru_sentiment.export.bundle import ModelBundle
+from peru_sentiment.tables import count_rows, read_table_chunks, table_format
+from peru_sentiment.text.normalize import has_lone_surrogate, is_blank
+
+log = logging.getLogger(__name__)
+
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> pd.DataFrame:
+    """`frame` plus ``label``, ``probability_<label>`` columns and ``error`` (empty when fine)."""
+    if text_column not in frame.columns:
+        raise ConfigError(f"no column {text_column!r} in the input (columns: {', '.join(map(str, frame.columns))})")
+    raw = frame[text_column]
+    prepared = [prepare_text(value)[0] if isinstance(value, str) else "" for value in raw]
+    errors = np.array([_problem(value, text) for value, text in zip(raw, prepared, strict=True)], dtype=object)
+    valid = np.flatnonzero(errors == "")
+    probabilities = np.full((len(frame), len(bundle.labels)), np.nan, dtype=np.float32)
+    probabilities[valid] = bundle.predict_proba([prepared[i] for i in valid])
+    labels = np.full(len(frame), None, dtype=object)
+    labels[valid] = np.asarray(bundle.labels, dtype=object)[probabilities[valid].argmax(axis=1)]
+    result = frame.copy()
+    result["label"] = labels
+    for index, label in enumerate(bundle.labels):
+        result[f"probability_{label}"] = probabilities[:, index]
+    result["error"] = errors
+    return result
+
+
+def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as formulas, prefixed with ``'`` so they show as text; numbers stay."""
+
+    def neutral(value: object) -> object:
+        if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _is_number(value):
+            return "'" + value
+        return value
+
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].map(neutral)
+    return frame
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _problem(value: object, prepared: str) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "missing text"
+    if not isinstance(value, str):
+        return "text is not a string"
+    if has_lone_surrogate(value):
+        return "invalid text (lone UTF-16 surrogate)"
+    return "empty text" if is_blank(value) or is_blank(prepared) else ""
+
+
+class _ChunkWriter:
+    """Appends chunks to a temporary CSV, JSON Lines or Parquet file; :meth:`commit` renames it to the target."""
+
+    def __init__(self, path: Path, parquet_schema: pa.Schema | None, escape_formulas: bool):
+        self.path, self.kind, self.escape_formulas = path, table_format(path), escape_formulas
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        os.close(handle)
+        self.temporary = Path(name)
+        self._parquet_schema = parquet_schema
+        self._parquet: pq.ParquetWriter | None = None
+        self._first = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.kind == "parquet":
+            if self._parquet_schema is None:
+                self._parquet_schema = _first_chunk_schema(frame)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.temporary, self._parquet_schema)
+            try:
+                table = pa.Table.from_pandas(frame, schema=self._parquet_schema, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+                raise DataError(
+                    f"a column changes type between chunks ({error}); write CSV or JSON Lines, "
+                    "or give a Parquet input, whose types are fixed"
+                ) from None
+            self._parquet.write_table(table)
+        elif self.kind == "csv":
+            frame = neutralize_formulas(frame) if self.escape_formulas else frame
+            frame.to_csv(self.temporary, mode="w" if self._first else "a", header=self._first, index=False)
+        else:
+            with self.temporary.open("w" if self._first else "a", encoding="utf-8") as handle:
+                frame.to_json(handle, orient="records", lines=True, force_ascii=False)
+        self._first = False
+
+    def commit(self) -> None:
+        """Finish the file (an empty input gives an empty output) and put it in place of the target."""
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self.kind == "parquet" and self._parquet_schema is not None:
+            pq.write_table(self._parquet_schema.empty_table(), self.temporary)
+        os.replace(self.temporary, self.path)
+
+    def discard(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+def output_schema(input_schema: pa.Schema, labels: tuple[str, ...]) -> pa.Schema:
+    """The input's columns plus the prediction columns, with fixed types whatever the first rows hold."""
+    added = [pa.field("label", pa.string())]
+    added += [pa.field(f"probability_{label}", pa.float32()) for label in labels]
+    added.append(pa.field("error", pa.string()))
+    names = {field.name for field in added}
+    return pa.schema([field for field in input_schema if field.name not in names] + added)
+
+
+def _first_chunk_schema(frame: pd.DataFrame) -> pa.Schema:
+    """Types of a CSV or JSON Lines input, as its first chunk shows them; a column with no value yet is text."""
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema])
+
+
+def predict_file(
+    bundle: ModelBundle,
+    source: Path,
+    output: Path,
+    text_column: str,
+    chunk_rows: int = 2048,
+    progress: bool = True,
+    encoding: str = "utf-8",
+    escape_formulas: bool = True,
+) -> dict:
+    """Predict every row of `source` into `output`; returns counts (rows, predicted, errors by reason, labels).
+
+    ``encoding`` is the input's (CSV, JSON Lines); the output is UTF-8. With ``escape_formulas``
+    a CSV output neutralises cells a spreadsheet would run (:func:`neutralize_formulas`).
+    """
+    if source.resolve() == output.resolve():
+        raise ConfigError("--output must differ from --input")
+    table_format(output)
+    total = count_rows(source, encoding)
+    parquet_schema = None
+    if table_format(output) == "parquet" and table_format(source) == "parquet":
+        parquet_schema = output_schema(pq.ParquetFile(source).schema_arrow, bundle.labels)
+    summary = {"rows": 0, "predicted": 0, "errors": {}, "labels": {label: 0 for label in bundle.labels}}
+    writer = _ChunkWriter(output, parquet_schema, escape_formulas)
+    try:
+        with tqdm(total=total, unit="row", desc="predict", disable=None if progress else True) as bar:
+            for chunk in read_table_chunks(source, chunk_rows, encoding):
+                result = predict_frame(bundle, chunk, text_column)
+                writer.write(result)
+                summary["rows"] += len(result)
+                for reason, count in result.loc[result["error"] != "", "error"].value_counts().items():
+                    summary["errors"][reason] = summary["errors"].get(reason, 0) + int(count)
+                for label, count in result["label"].dropna().value_counts().items():
+                    summary["labels"][label] += int(count)
+                bar.update(len(result))
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    summary["predicted"] = sum(summary["labels"].values())
+    if summary["errors"]:
+        log.warning(
+            "%d row(s) could not be predicted (%s); they are in the output with `error` set",
+            summary["rows"] - summary["predicted"],
+            summary["errors"],
+        )
+    return summary
