@@ -35,9 +35,9 @@ def create_naive_app():
     """The naive server: one ``keras.Model.predict`` per request, no batching, no length sorting."""
     from flask import Flask, jsonify, request
 
-    from peru_sentiment.data.preprocess import prepare_text
     from peru_sentiment.model.inputs import pad_batch
     from peru_sentiment.model.predictor import SentimentPredictor
+    from peru_sentiment.text.prepare import prepare_text
 
     predictor = SentimentPredictor.load(Path(os.environ["NAIVE_MODEL_DIR"]))
     encoder = predictor.encoder

@@ -1,16 +1,15 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import ROOT, new_fine_tuner, run_command, toy_feedback
+from peru_sentiment import paths
 from peru_sentiment.config import Params, load_params, load_yaml
 from peru_sentiment.data import synthetic
-
-ROOT = Path(__file__).resolve().parents[1]
+from peru_sentiment.regions import load_regions
 
 
 @pytest.fixture(scope="session")
@@ -18,23 +17,19 @@ def params() -> Params:
     return load_params(ROOT / "params.yaml")
 
 
-def small_generate_params(params: Params, **changes):
-    return params.generate.model_copy(update={"rows": 600, **changes})
-
-
 @pytest.fixture(scope="session")
 def regions():
-    return synthetic.load_regions(ROOT / "configs/regions.yaml")
+    return load_regions(ROOT / paths.REGIONS)
 
 
 @pytest.fixture(scope="session")
 def phrasebook():
-    return synthetic.load_phrasebook(ROOT / "configs/synthetic/phrasebook.yaml")
+    return synthetic.load_phrasebook(ROOT / paths.PHRASEBOOK)
 
 
 @pytest.fixture(scope="session")
 def vocabulary():
-    return load_yaml(ROOT / "configs/synthetic/vocabulary.yaml")
+    return load_yaml(ROOT / paths.VOCABULARY)
 
 
 @pytest.fixture(scope="session")
@@ -42,28 +37,6 @@ def corpus(params, regions, phrasebook, vocabulary):
     """A 3,000-row synthetic corpus shared by the tests that only read it."""
     generate = params.generate.model_copy(update={"rows": 3000})
     return synthetic.generate_feedback(generate, regions, phrasebook, vocabulary, progress=False)
-
-
-TOY_WORDS = {
-    "negative": ["pésimo", "frío", "tardísimo", "horrible", "awful", "roche"],
-    "neutral": ["pedí", "hoy", "lunes", "casa", "order", "tarde"],
-    "positive": ["bacán", "excelente", "rico", "rapidísimo", "great", "chévere"],
-}
-
-
-def toy_feedback(rows: int, seed: int):
-    """A learnable toy task: one sentiment word among neutral filler decides the label."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    records = []
-    for i in range(rows):
-        label = ("negative", "neutral", "positive")[i % 3]
-        words = [*rng.choice(TOY_WORDS["neutral"], size=rng.integers(1, 6)), rng.choice(TOY_WORDS[label])]
-        words += list(rng.choice(TOY_WORDS["neutral"], size=rng.integers(0, 12)))
-        records.append({"feedback_id": f"toy-{seed}-{i}", "text": " ".join(words), "label": label})
-    return pd.DataFrame(records)
 
 
 @pytest.fixture(scope="session")
@@ -90,16 +63,15 @@ def tiny_train_params(params):
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_checkpoint, tiny_train_params):
     """A tiny classifier trained for a few seconds on the toy task, as a SentimentPredictor."""
-    from peru_sentiment.model.predictor import SentimentPredictor
-    from peru_sentiment.training.trainer import Classifier, encode_split
+    from peru_sentiment.training.trainer import encode_split
 
-    classifier = Classifier(str(tiny_checkpoint), tiny_train_params.model_copy(update={"epochs": 2}))
-    classifier.fit(
-        encode_split(toy_feedback(300, seed=11), classifier.encoder),
-        encode_split(toy_feedback(60, seed=12), classifier.encoder),
+    fine_tuner = new_fine_tuner(tiny_checkpoint, tiny_train_params.model_copy(update={"epochs": 2}))
+    fine_tuner.fit(
+        encode_split(toy_feedback(300, seed=11), fine_tuner.encoder),
+        encode_split(toy_feedback(60, seed=12), fine_tuner.encoder),
         verbose=0,
     )
-    return SentimentPredictor(classifier.model, classifier.encoder)
+    return fine_tuner.predictor()
 
 
 @pytest.fixture(scope="session")
@@ -110,26 +82,9 @@ def tiny_bundle(tiny_trained, tmp_path_factory, params):
     return write_bundle(
         tiny_trained.model, tiny_trained.encoder.tokenizer, tmp_path_factory.mktemp("export") / "tiny-0",
         labels=tiny_trained.labels, checkpoint="tiny", explain_steps=16,
-        preprocessing=preprocessing_settings(params.preprocess, tiny_trained.encoder, [8, 16, 32]),
+        preprocessing=preprocessing_settings(params.preprocess, tiny_trained.encoder, tiny_trained.bucket_lengths),
         training_distribution={"negative": 0.3, "neutral": 0.2, "positive": 0.5},
     )  # fmt: skip
-
-
-def run_command(command: list[str], cwd: Path) -> str:
-    """Run a command of the virtualenv in `cwd` with a minimal environment; fail the test on a non-zero exit.
-
-    The package is imported from this checkout's src/, whatever the virtualenv's editable install points to.
-    """
-    bin_dir = Path(sys.executable).parent
-    env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "HOME": str(cwd),
-        "DVC_NO_ANALYTICS": "1",
-        "PYTHONPATH": str(ROOT / "src"),
-    }
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 from typer.testing import CliRunner
 
-from conftest import ROOT, run_command
+from helpers import ROOT, run_command
 from peru_sentiment.cli import app
 
 STAGES = ("generate", "ingest", "preprocess", "split")

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 from peru_sentiment.config import load_params
 from peru_sentiment.errors import ConfigError
 

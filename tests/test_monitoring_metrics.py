@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT
-from peru_sentiment.data.ingest import region_lookup
+from helpers import ROOT
+from peru_sentiment.regions import region_lookup
 from peru_sentiment.serving.metrics import (
     ERROR_TYPES,
     MULTIPROC_ENV,

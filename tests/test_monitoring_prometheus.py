@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from prometheus_client import start_http_server
 
-from conftest import ROOT, TOY_WORDS
+from helpers import ROOT, TOY_WORDS
 from peru_sentiment.monitoring.config import Windows, load_monitoring_config
 from peru_sentiment.monitoring.local_prometheus import LocalPrometheus
 from peru_sentiment.monitoring.render import promql_expressions

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from helpers import ROOT
 from peru_sentiment.cli import app
 from peru_sentiment.errors import ConfigError
 from peru_sentiment.monitoring import promql

@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import toy_feedback
+from helpers import toy_feedback
 from peru_sentiment.cli import app as cli
-from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.export.bundle import BundleError, load_bundle
 from peru_sentiment.serving.app import create_app
 from peru_sentiment.serving.batcher import MicroBatcher
 from peru_sentiment.serving.settings import load_settings
+from peru_sentiment.text.prepare import prepare_text
 
 SECRET = "juan.perez@example.com paid with 4111 1111 1111 1111"  # must never come back in an error
 

@@ -9,7 +9,7 @@ import textwrap
 
 import pandas as pd
 
-from conftest import ROOT, toy_feedback
+from helpers import ROOT, toy_feedback
 from peru_sentiment.training import sweep
 
 

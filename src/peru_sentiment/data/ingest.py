@@ -25,8 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from peru_sentiment.config import IngestParams, NearDuplicateParams, SourceParams, StarParams
-from peru_sentiment.data.dedup import duplicate_key, first_occurrences
+from peru_sentiment.data.dedup import first_occurrences
 from peru_sentiment.errors import ConfigError, DataError
+from peru_sentiment.regions import region_code, region_lookup
 from peru_sentiment.schema import CHANNELS, LABELS, UNKNOWN_REGION
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def _convert(record: dict, source: SourceParams, stars_params: StarParams, regio
         timestamp = timestamp.tz_convert(None)
     region = UNKNOWN_REGION
     if mapping.region:
-        region = regions.get(duplicate_key(record[mapping.region]), UNKNOWN_REGION)
+        region = region_code(record[mapping.region], regions)
     channel = "unknown"
     if mapping.channel and record[mapping.channel].strip() in CHANNELS:
         channel = record[mapping.channel].strip()
@@ -186,15 +187,6 @@ def _convert(record: dict, source: SourceParams, stars_params: StarParams, regio
         "stars": stars,
         "source_id": record[mapping.source_id].strip() if mapping.source_id else None,
     }
-
-
-def region_lookup(region_names: dict[str, str]) -> dict[str, str]:
-    """Map region codes and names (any case or accents) to region codes."""
-    lookup = {}
-    for code, name in region_names.items():
-        lookup[duplicate_key(code)] = code
-        lookup[duplicate_key(name)] = code
-    return lookup
 
 
 def import_source(

@@ -1,7 +1,7 @@
 """One text, explained: prediction, attention per layer and head, rollout and integrated gradients per word.
 
 The payload of ``POST /v1/explain`` and of the report's examples. The text must
-already be prepared (``preprocess.prepare_text``: normalised, personal data
+already be prepared (``text.prepare.prepare_text``: normalised, personal data
 masked), as for :meth:`SentimentPredictor.predict_proba`.
 
 The model-side work is one TensorFlow function (:func:`explanation_function`):

@@ -22,8 +22,7 @@ from peru_sentiment.explain.explain import explain_text
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.report import analysis, figures, inputs
 from peru_sentiment.report.render import environment, explanation_views
-from peru_sentiment.schema import LABELS
-from peru_sentiment.training.trainer import MONITOR
+from peru_sentiment.schema import LABELS, MONITOR
 
 log = logging.getLogger(__name__)
 

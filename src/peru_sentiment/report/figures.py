@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from peru_sentiment.training.trainer import MONITOR
+from peru_sentiment.schema import MONITOR
 
 sns.set_theme(style="whitegrid", context="notebook")
 # Categorical axes of numbers ("16", "32") are intended; matplotlib would log a note for every one.

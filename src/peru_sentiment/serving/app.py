@@ -18,8 +18,8 @@ from flask import Flask, Response, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from peru_sentiment.data.synthetic import load_regions
 from peru_sentiment.export.bundle import ModelBundle, load_bundle
+from peru_sentiment.regions import load_regions
 from peru_sentiment.serving.batcher import BatcherClosed
 from peru_sentiment.serving.metrics import ServiceMetrics
 from peru_sentiment.serving.openapi import openapi_document

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from peru_sentiment.data.ingest import FORMATS
-from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export.bundle import ModelBundle
 from peru_sentiment.text.normalize import is_blank
+from peru_sentiment.text.prepare import prepare_text
 
 log = logging.getLogger(__name__)
 

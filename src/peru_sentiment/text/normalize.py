@@ -25,3 +25,14 @@ def normalize_text(text: str) -> str:
 def is_blank(text: str) -> bool:
     """True when nothing in `text` is visible: only spaces, control or format characters (e.g. zero-width)."""
     return all(unicodedata.category(character)[0] in "CZ" for character in text)
+
+
+def fold_accents(text: str) -> str:
+    """Drop diacritics ("qué rápido" -> "que rapido", "ñ" -> "n"); case and everything else kept."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
+
+
+def comparison_key(text: str) -> str:
+    """`text` with case, accents, compatibility forms and runs of spaces ignored: equal keys, same words."""
+    return _SPACES.sub(" ", fold_accents(unicodedata.normalize("NFKC", text.casefold()))).strip()
