@@ -103,8 +103,17 @@ def measure(process, url, texts, concurrency, seconds, repeats) -> dict:
         cpu = (_server_cpu_seconds(process) - cpu_before) / wall
         percentiles = np.percentile(latencies, [50, 95, 99]) * 1000 if latencies else [float("nan")] * 3
         p50, p95, p99 = percentiles
-        runs.append({"predictions_per_s": len(latencies) / wall, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-                     "errors": errors, "requests": sent, "server_cores_busy": cpu})  # fmt: skip
+        runs.append(
+            {
+                "predictions_per_s": len(latencies) / wall,
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "p99_ms": p99,
+                "errors": errors,
+                "requests": sent,
+                "server_cores_busy": cpu,
+            }
+        )
     median = sorted(runs, key=lambda run: run["predictions_per_s"])[len(runs) // 2]
     return {key: round(float(value), 2) for key, value in median.items()} | {
         "runs_predictions_per_s": [round(run["predictions_per_s"], 2) for run in runs]
@@ -138,8 +147,14 @@ def main() -> None:
     peak = matmul_peak()
     del bundle
 
-    results = {"tokens_per_text": round(tokens, 1), "gflop_per_text": round(flop_per_text / 1e9, 3),
-               "peak_gflop_s": round(peak / 1e9, 1), "cores": os.cpu_count(), "served": {}, "naive": {}}  # fmt: skip
+    results = {
+        "tokens_per_text": round(tokens, 1),
+        "gflop_per_text": round(flop_per_text / 1e9, 3),
+        "peak_gflop_s": round(peak / 1e9, 1),
+        "cores": os.cpu_count(),
+        "served": {},
+        "naive": {},
+    }
     logs = Path(tempfile.mkdtemp(prefix="serve-throughput-"))  # the servers' access logs, for a look afterwards
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for mode, levels in (("served", args.concurrency), ("naive", args.naive_concurrency)):
@@ -164,8 +179,10 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results in {args.out}; server logs in {logs}")
 
-    print(f"\n{tokens:.1f} tokens per text, {flop_per_text / 1e9:.2f} GFLOP per prediction, "
-          f"fp32 peak {peak / 1e9:.0f} GFLOP/s\n")  # fmt: skip
+    print(
+        f"\n{tokens:.1f} tokens per text, {flop_per_text / 1e9:.2f} GFLOP per prediction, "
+        f"fp32 peak {peak / 1e9:.0f} GFLOP/s\n"
+    )
     print("| server | concurrency | predictions/s | p50 ms | p95 ms | p99 ms | errors | server cores busy | of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode in ("served", "naive"):

@@ -118,9 +118,14 @@ def main() -> None:
         classifier = Classifier(params.model.checkpoint, train_params, params.model.text_prefix)
         encoded = encode_split(frame, classifier.encoder)
         examples, tokens = time_training(
-            classifier, encoded, bucket_lengths=lengths, pad_to_bucket=pad_to_bucket,
-            steps=args.steps, repeats=args.repeats, batch_size=train_params.batch_size,
-        )  # fmt: skip
+            classifier,
+            encoded,
+            bucket_lengths=lengths,
+            pad_to_bucket=pad_to_bucket,
+            steps=args.steps,
+            repeats=args.repeats,
+            batch_size=train_params.batch_size,
+        )
         achieved = tokens * train_flops_per_token
         results["modes"][name] = {
             "examples_per_s": round(examples, 2),

@@ -53,11 +53,18 @@ def tiny_train_params(params):
     """Training parameters that fit a tiny model in seconds."""
     return params.train.model_copy(
         update={
-            "epochs": 4, "batch_size": 16, "learning_rate": 2e-3, "warmup_ratio": 0.1, "trainable_layers": 2,
-            "max_length": 32, "bucket_lengths": [8, 16, 32], "jit_compile": False, "freeze_word_embeddings": False,
+            "epochs": 4,
+            "batch_size": 16,
+            "learning_rate": 2e-3,
+            "warmup_ratio": 0.1,
+            "trainable_layers": 2,
+            "max_length": 32,
+            "bucket_lengths": [8, 16, 32],
+            "jit_compile": False,
+            "freeze_word_embeddings": False,
             "early_stopping_patience": 4,
         }
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="session")
@@ -80,11 +87,15 @@ def tiny_bundle(tiny_trained, tmp_path_factory, params):
     from peru_sentiment.export.bundle import preprocessing_settings, write_bundle
 
     return write_bundle(
-        tiny_trained.model, tiny_trained.encoder.tokenizer, tmp_path_factory.mktemp("export") / "tiny-0",
-        labels=tiny_trained.labels, checkpoint="tiny", explain_steps=16,
+        tiny_trained.model,
+        tiny_trained.encoder.tokenizer,
+        tmp_path_factory.mktemp("export") / "tiny-0",
+        labels=tiny_trained.labels,
+        checkpoint="tiny",
+        explain_steps=16,
         preprocessing=preprocessing_settings(params.preprocess, tiny_trained.encoder, tiny_trained.bucket_lengths),
         training_distribution={"negative": 0.3, "neutral": 0.2, "positive": 0.5},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,12 @@ def test_expected_calibration_error_by_hand():
 
 def test_breakdown_by_group():
     frame = pd.DataFrame({"language": ["es", "es", "en", "en"]})
-    result = breakdown(frame, "language", ["positive", "negative", "neutral", "neutral"],
-                       ["positive", "negative", "neutral", "positive"])  # fmt: skip
+    result = breakdown(
+        frame,
+        "language",
+        ["positive", "negative", "neutral", "neutral"],
+        ["positive", "negative", "neutral", "positive"],
+    )
     assert result["es"]["accuracy"] == 1.0 and result["en"]["accuracy"] == 0.5
     assert result["en"]["rows"] == 2
 

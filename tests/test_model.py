@@ -49,8 +49,9 @@ def test_buckets_pad_each_batch_to_its_own_length_with_correct_masks():
     lengths = rng.integers(2, 33, size=200)
     ids = [list(range(1, n + 1)) for n in lengths]
     labels = rng.integers(0, 3, size=200)
-    dataset = make_dataset(ids, labels, batch_size=16, bucket_lengths=[8, 16, 32], pad_id=0, num_classes=3,
-                           shuffle_seed=1)  # fmt: skip
+    dataset = make_dataset(
+        ids, labels, batch_size=16, bucket_lengths=[8, 16, 32], pad_id=0, num_classes=3, shuffle_seed=1
+    )
     seen = []
     for inputs, targets in dataset:
         tokens, mask = inputs["token_ids"].numpy(), inputs["padding_mask"].numpy()

@@ -69,10 +69,14 @@ def generate(
         incidents = synthetic.incident_events(params, region_list, frame)
         write_json(events, incidents)
         write_data_card(
-            frame, card, "Synthetic feedback",
-            [f"Generated with seed {params.seed}, {params.start} to {params.end}. "
-             "Labels follow from the aspect polarities (sum > 0 positive, < 0 negative, else neutral)."],
-        )  # fmt: skip
+            frame,
+            card,
+            "Synthetic feedback",
+            [
+                f"Generated with seed {params.seed}, {params.start} to {params.end}. "
+                "Labels follow from the aspect polarities (sum > 0 positive, < 0 negative, else neutral)."
+            ],
+        )
         record.update(rows_in=0, rows_out=len(frame), rejected=0, counts=feedback_counts(frame), incidents=incidents)
 
 
@@ -258,16 +262,20 @@ def export(
 
     params = load_params(params_file)
     with stage_record("export", record_file) as record:
-        extra_files = {name: path for name, path in (("metrics.json", metrics), ("model_card.md", model_card))
-                       if path.is_file()}  # fmt: skip
+        extra_files = {
+            name: path for name, path in (("metrics.json", metrics), ("model_card.md", model_card)) if path.is_file()
+        }
         record.update(
             export_trained_model(
-                SentimentPredictor.load(model_dir), params, out,
+                SentimentPredictor.load(model_dir),
+                params,
+                out,
                 training_labels=read_table(paths.split_file("train", data_dir))["label"],
                 verification_texts=read_table(paths.split_file("validation", data_dir))["text"].tolist(),
-                checkpoint=checkpoint_name(params), extra_files=extra_files,
+                checkpoint=checkpoint_name(params),
+                extra_files=extra_files,
             )
-        )  # fmt: skip
+        )
 
 
 @app.command()
@@ -286,8 +294,9 @@ def predict(
     from peru_sentiment.export.bundle import load_bundle
     from peru_sentiment.serving.batch import predict_file
 
-    summary = predict_file(load_bundle(model, batch_size=batch_size), input_file, output, text_column, chunk_rows,
-                           progress)  # fmt: skip
+    summary = predict_file(
+        load_bundle(model, batch_size=batch_size), input_file, output, text_column, chunk_rows, progress
+    )
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
 

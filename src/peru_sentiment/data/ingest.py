@@ -34,9 +34,21 @@ log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 ACCEPTED_COLUMNS = (
-    "feedback_id", "text", "label", "language", "region", "channel", "timestamp", "stars",
-    "source", "source_id", "role", "source_file", "source_sha256", "source_row",
-)  # fmt: skip
+    "feedback_id",
+    "text",
+    "label",
+    "language",
+    "region",
+    "channel",
+    "timestamp",
+    "stars",
+    "source",
+    "source_id",
+    "role",
+    "source_file",
+    "source_sha256",
+    "source_row",
+)
 
 
 @dataclass

@@ -46,8 +46,13 @@ def explanation_function(classifier: keras.Model, steps: int) -> Callable:
         scores, logit, baseline_logit = path_integrated_gradients(
             classifier, token_ids, padding_mask, explained, target, steps
         )
-        return {"logits": logits[0], "attention": attention[0], "scores": scores, "logit": logit,
-                "baseline_logit": baseline_logit}  # fmt: skip
+        return {
+            "logits": logits[0],
+            "attention": attention[0],
+            "scores": scores,
+            "logit": logit,
+            "baseline_logit": baseline_logit,
+        }
 
     return explain
 

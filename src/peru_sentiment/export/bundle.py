@@ -221,9 +221,13 @@ class ModelBundle:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities of prepared texts (``prepare_text``), columns in ``labels`` order."""
         return predict_texts(
-            self._probabilities, self.encoder, texts, self.batch_size, len(self.labels),
+            self._probabilities,
+            self.encoder,
+            texts,
+            self.batch_size,
+            len(self.labels),
             self.preprocessing["bucket_lengths"],
-        )  # fmt: skip
+        )
 
     def explain(self, text: str) -> dict:
         """Attention, rollout and integrated gradients of one prepared text (``explain.explain_encoded``)."""
@@ -286,11 +290,16 @@ def export_trained_model(
     """
     version = f"{params.export.name}-{weights_digest(predictor.model.get_weights())[:12]}"
     bundle_dir = write_bundle(
-        predictor.model, predictor.encoder.tokenizer, out_root / version, labels=predictor.labels,
-        checkpoint=checkpoint, explain_steps=params.export.explain_steps,
+        predictor.model,
+        predictor.encoder.tokenizer,
+        out_root / version,
+        labels=predictor.labels,
+        checkpoint=checkpoint,
+        explain_steps=params.export.explain_steps,
         preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, predictor.bucket_lengths),
-        training_distribution=training_labels.value_counts(normalize=True).to_dict(), extra_files=extra_files,
-    )  # fmt: skip
+        training_distribution=training_labels.value_counts(normalize=True).to_dict(),
+        extra_files=extra_files,
+    )
     texts = verification_texts[: params.export.verify_rows]
     difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())
     if difference > params.export.tolerance:

@@ -142,9 +142,11 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
 
     test = details["test"]
     scores = pd.DataFrame(
-        {name: {key: result[key] for key in ("macro_f1", "accuracy", "weighted_f1")}
-         for name, result in {"model": test["model"], **test["baselines"]}.items()}
-    ).T  # fmt: skip
+        {
+            name: {key: result[key] for key in ("macro_f1", "accuracy", "weighted_f1")}
+            for name, result in {"model": test["model"], **test["baselines"]}.items()
+        }
+    ).T
     mistakes = analysis.confident_mistakes(predictions, params.report.mistakes)
 
     predictor = SentimentPredictor.load(paths.model_dir, batch_size=params.report.batch_size)

@@ -70,9 +70,11 @@ def _parse_body(model: type[BaseModel] | None, settings: ServeSettings) -> BaseM
         return model.model_validate(data, context={"max_text_chars": settings.max_text_chars})
     except ValidationError as error:
         raise ApiError(
-            422, "validation_error", "the request does not match the API schema (see details and /openapi.json)",
+            422,
+            "validation_error",
+            "the request does not match the API schema (see details and /openapi.json)",
             _validation_details(error),
-        ) from None  # fmt: skip
+        ) from None
 
 
 def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None = None) -> Flask:
@@ -107,9 +109,12 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         "training_distribution": bundle.training_distribution,
         "preprocessing": bundle.preprocessing,
         "metrics": json.loads(evaluation) if evaluation else None,
-        "limits": {"max_items": settings.max_items, "max_text_chars": settings.max_text_chars,
-                   "max_body_bytes": settings.max_body_bytes},
-    }  # fmt: skip
+        "limits": {
+            "max_items": settings.max_items,
+            "max_text_chars": settings.max_text_chars,
+            "max_body_bytes": settings.max_body_bytes,
+        },
+    }
     api_document = openapi_document(settings)
     served = app.wsgi_app
 

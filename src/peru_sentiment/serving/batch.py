@@ -138,6 +138,9 @@ def predict_file(
         writer.close()
     summary["predicted"] = sum(summary["labels"].values())
     if summary["errors"]:
-        log.warning("%d row(s) could not be predicted (%s); they are in the output with `error` set",
-                    summary["rows"] - summary["predicted"], summary["errors"])  # fmt: skip
+        log.warning(
+            "%d row(s) could not be predicted (%s); they are in the output with `error` set",
+            summary["rows"] - summary["predicted"],
+            summary["errors"],
+        )
     return summary

@@ -119,41 +119,63 @@ class ServiceMetrics:
         self._model: tuple[str, str] | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
-            f"{PREFIX}_http_requests_total", "HTTP requests by endpoint, method and status code.",
-            ["endpoint", "method", "status"], registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_http_requests_total",
+            "HTTP requests by endpoint, method and status code.",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
         self.request_duration = Histogram(
-            f"{PREFIX}_http_request_duration_seconds", "Time to answer a request, by endpoint.",
-            ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_http_request_duration_seconds",
+            "Time to answer a request, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
-            f"{PREFIX}_http_requests_in_flight", "Requests being answered now.",
-            multiprocess_mode="livesum", registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_http_requests_in_flight",
+            "Requests being answered now.",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
-            f"{PREFIX}_batch_size", "Texts in each micro-batch run through the model.",
-            buckets=BATCH_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_batch_size",
+            "Texts in each micro-batch run through the model.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.predictions = Counter(
-            f"{PREFIX}_predictions_total", "Predictions by label, region, channel and language.",
-            ["label", "region", "channel", "language"], registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_predictions_total",
+            "Predictions by label, region, channel and language.",
+            ["label", "region", "channel", "language"],
+            registry=self.registry,
+        )
         self.confidence = Histogram(
-            f"{PREFIX}_prediction_confidence", "Probability of the predicted label, by label.",
-            ["label"], buckets=CONFIDENCE_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_prediction_confidence",
+            "Probability of the predicted label, by label.",
+            ["label"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=self.registry,
+        )
         self.text_length = Histogram(
-            f"{PREFIX}_text_length_chars", "Characters per text received for prediction.",
-            buckets=TEXT_LENGTH_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_text_length_chars",
+            "Characters per text received for prediction.",
+            buckets=TEXT_LENGTH_BUCKETS,
+            registry=self.registry,
+        )
         self.model_info = Gauge(
-            f"{PREFIX}_model_info", "The loaded model bundle (always 1).",
-            ["version", "checkpoint"], multiprocess_mode="livemax", registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_model_info",
+            "The loaded model bundle (always 1).",
+            ["version", "checkpoint"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self.training_label_share = Gauge(
-            f"{PREFIX}_training_label_share", "Share of each label in the model's training data.",
-            ["label"], multiprocess_mode="livemostrecent", registry=self.registry,
-        )  # fmt: skip
+            f"{PREFIX}_training_label_share",
+            "Share of each label in the model's training data.",
+            ["label"],
+            multiprocess_mode="livemostrecent",
+            registry=self.registry,
+        )
         self.errors = Counter(f"{PREFIX}_errors_total", "Error answers by type.", ["type"], registry=self.registry)
         for kind in ERROR_TYPES:  # every type is a series from the start, so rates are 0 rather than missing
             self.errors.labels(kind)

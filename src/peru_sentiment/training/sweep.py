@@ -69,8 +69,16 @@ def sample_hyperparameters(hp: kt.HyperParameters, space: dict) -> dict:
 class SentimentHyperModel(kt.HyperModel):
     """Builds a classifier for a trial's hyperparameters and fits it on the trial's data."""
 
-    def __init__(self, checkpoint: str, base: TrainParams, space: dict, prefix: str,
-                 train: pd.DataFrame, validation: pd.DataFrame, records: Path):  # fmt: skip
+    def __init__(
+        self,
+        checkpoint: str,
+        base: TrainParams,
+        space: dict,
+        prefix: str,
+        train: pd.DataFrame,
+        validation: pd.DataFrame,
+        records: Path,
+    ):
         super().__init__(name="sentiment")
         self.checkpoint, self.base, self.space, self.prefix = checkpoint, base, space, prefix
         self.train, self.validation, self.records = train, validation, records
@@ -120,8 +128,13 @@ def is_worker() -> bool:
 
 def make_tuner(hypermodel: SentimentHyperModel, config: dict, directory: Path, overwrite: bool) -> kt.Tuner:
     objective = kt.Objective(MONITOR, direction="max")
-    common = {"objective": objective, "directory": str(directory), "project_name": "trials",
-              "overwrite": overwrite, "seed": config.get("seed")}  # fmt: skip
+    common = {
+        "objective": objective,
+        "directory": str(directory),
+        "project_name": "trials",
+        "overwrite": overwrite,
+        "seed": config.get("seed"),
+    }
     if config["algorithm"] == "hyperband":
         return kt.Hyperband(hypermodel, max_epochs=config.get("max_epochs", 2), **common)
     return ALGORITHMS[config["algorithm"]](hypermodel, max_trials=config.get("max_trials", 3), **common)
