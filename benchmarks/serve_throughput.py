@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peru_sentiment import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -122,15 +124,15 @@ def measure(process, url, texts, concurrency, seconds, repeats) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=ROOT / "models/export")
-    parser.add_argument("--trained", type=Path, default=ROOT / "models/trained", help="Keras model for the naive way.")
-    parser.add_argument("--checkpoint-config", type=Path, default=ROOT / "models/pretrained/config.json")
-    parser.add_argument("--texts", type=Path, default=ROOT / "data/processed/test.parquet")
+    parser.add_argument("--bundle", type=Path, default=ROOT / paths.EXPORT)
+    parser.add_argument("--trained", type=Path, default=ROOT / paths.TRAINED, help="Keras model for the naive way.")
+    parser.add_argument("--checkpoint-config", type=Path, default=ROOT / paths.PRETRAINED / "config.json")
+    parser.add_argument("--texts", type=Path, default=ROOT / paths.split_file("test"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--naive-concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks/serve_throughput.json")
+    parser.add_argument("--out", type=Path, default=ROOT / paths.BENCHMARKS / "serve_throughput.json")
     args = parser.parse_args()
 
     from train_throughput import matmul_peak
