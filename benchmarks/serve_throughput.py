@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peru_sentiment import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,9 +37,9 @@ def create_naive_app():
     """The naive server: one ``keras.Model.predict`` per request, no batching, no length sorting."""
     from flask import Flask, jsonify, request
 
-    from peru_sentiment.data.preprocess import prepare_text
     from peru_sentiment.model.inputs import pad_batch
     from peru_sentiment.model.predictor import SentimentPredictor
+    from peru_sentiment.text.prepare import prepare_text
 
     predictor = SentimentPredictor.load(Path(os.environ["NAIVE_MODEL_DIR"]))
     encoder = predictor.encoder
@@ -103,8 +105,17 @@ def measure(process, url, texts, concurrency, seconds, repeats) -> dict:
         cpu = (_server_cpu_seconds(process) - cpu_before) / wall
         percentiles = np.percentile(latencies, [50, 95, 99]) * 1000 if latencies else [float("nan")] * 3
         p50, p95, p99 = percentiles
-        runs.append({"predictions_per_s": len(latencies) / wall, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-                     "errors": errors, "requests": sent, "server_cores_busy": cpu})  # fmt: skip
+        runs.append(
+            {
+                "predictions_per_s": len(latencies) / wall,
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "p99_ms": p99,
+                "errors": errors,
+                "requests": sent,
+                "server_cores_busy": cpu,
+            }
+        )
     median = sorted(runs, key=lambda run: run["predictions_per_s"])[len(runs) // 2]
     return {key: round(float(value), 2) for key, value in median.items()} | {
         "runs_predictions_per_s": [round(run["predictions_per_s"], 2) for run in runs]
@@ -113,15 +124,15 @@ def measure(process, url, texts, concurrency, seconds, repeats) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=ROOT / "models/export")
-    parser.add_argument("--trained", type=Path, default=ROOT / "models/trained", help="Keras model for the naive way.")
-    parser.add_argument("--checkpoint-config", type=Path, default=ROOT / "models/pretrained/config.json")
-    parser.add_argument("--texts", type=Path, default=ROOT / "data/processed/test.parquet")
+    parser.add_argument("--bundle", type=Path, default=ROOT / paths.EXPORT)
+    parser.add_argument("--trained", type=Path, default=ROOT / paths.TRAINED, help="Keras model for the naive way.")
+    parser.add_argument("--checkpoint-config", type=Path, default=ROOT / paths.PRETRAINED / "config.json")
+    parser.add_argument("--texts", type=Path, default=ROOT / paths.split_file("test"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--naive-concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports/benchmarks/serve_throughput.json")
+    parser.add_argument("--out", type=Path, default=ROOT / paths.BENCHMARKS / "serve_throughput.json")
     args = parser.parse_args()
 
     from train_throughput import matmul_peak
@@ -138,8 +149,14 @@ def main() -> None:
     peak = matmul_peak()
     del bundle
 
-    results = {"tokens_per_text": round(tokens, 1), "gflop_per_text": round(flop_per_text / 1e9, 3),
-               "peak_gflop_s": round(peak / 1e9, 1), "cores": os.cpu_count(), "served": {}, "naive": {}}  # fmt: skip
+    results = {
+        "tokens_per_text": round(tokens, 1),
+        "gflop_per_text": round(flop_per_text / 1e9, 3),
+        "peak_gflop_s": round(peak / 1e9, 1),
+        "cores": os.cpu_count(),
+        "served": {},
+        "naive": {},
+    }
     logs = Path(tempfile.mkdtemp(prefix="serve-throughput-"))  # the servers' access logs, for a look afterwards
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for mode, levels in (("served", args.concurrency), ("naive", args.naive_concurrency)):
@@ -164,8 +181,10 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results in {args.out}; server logs in {logs}")
 
-    print(f"\n{tokens:.1f} tokens per text, {flop_per_text / 1e9:.2f} GFLOP per prediction, "
-          f"fp32 peak {peak / 1e9:.0f} GFLOP/s\n")  # fmt: skip
+    print(
+        f"\n{tokens:.1f} tokens per text, {flop_per_text / 1e9:.2f} GFLOP per prediction, "
+        f"fp32 peak {peak / 1e9:.0f} GFLOP/s\n"
+    )
     print("| server | concurrency | predictions/s | p50 ms | p95 ms | p99 ms | errors | server cores busy | of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode in ("served", "naive"):

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from peru_sentiment import paths
+
 
 def matmul_peak(size: int = 2048, runs: int = 10) -> float:
     import tensorflow as tf
@@ -80,19 +82,19 @@ def time_training(classifier, encoded, *, bucket_lengths, pad_to_bucket, steps, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train", default="data/processed/train.parquet")
+    parser.add_argument("--params", type=Path, default=paths.PARAMS)
+    parser.add_argument("--train", type=Path, default=paths.split_file("train"))
     parser.add_argument("--texts", type=int, default=2048, help="training texts to sample from")
     parser.add_argument("--steps", type=int, default=12, help="training steps per timing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, help="override train.batch_size")
     parser.add_argument("--mixed-precision", choices=["none", "mixed_bfloat16"], help="override train.mixed_precision")
-    parser.add_argument("--out", default="reports/benchmarks/train_throughput.json")
+    parser.add_argument("--out", type=Path, default=paths.BENCHMARKS / "train_throughput.json")
     args = parser.parse_args()
 
     from peru_sentiment.config import load_params
     from peru_sentiment.model.inputs import bucket_lengths_for
-    from peru_sentiment.training.trainer import Classifier, encode_split
+    from peru_sentiment.training.trainer import FineTuner, encode_split, set_global_training_state
 
     params = load_params(args.params)
     overrides = {"batch_size": args.batch_size, "mixed_precision": args.mixed_precision}
@@ -115,12 +117,18 @@ def main() -> None:
         f"padded_to_{max_length}": ([max_length], True),
     }
     for name, (lengths, pad_to_bucket) in modes.items():
-        classifier = Classifier(params.model.checkpoint, train_params, params.model.text_prefix)
+        set_global_training_state(train_params)
+        classifier = FineTuner(params.model.checkpoint, train_params, params.model.text_prefix)
         encoded = encode_split(frame, classifier.encoder)
         examples, tokens = time_training(
-            classifier, encoded, bucket_lengths=lengths, pad_to_bucket=pad_to_bucket,
-            steps=args.steps, repeats=args.repeats, batch_size=train_params.batch_size,
-        )  # fmt: skip
+            classifier,
+            encoded,
+            bucket_lengths=lengths,
+            pad_to_bucket=pad_to_bucket,
+            steps=args.steps,
+            repeats=args.repeats,
+            batch_size=train_params.batch_size,
+        )
         achieved = tokens * train_flops_per_token
         results["modes"][name] = {
             "examples_per_s": round(examples, 2),

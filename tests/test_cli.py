@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 from typer.testing import CliRunner
 
-from conftest import ROOT, run_command
+from helpers import ROOT, run_command
 from peru_sentiment.cli import app
 
 STAGES = ("generate", "ingest", "preprocess", "split")
@@ -27,8 +27,11 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     executable = Path(sys.executable).with_name("peru-sentiment")
     result = subprocess.run(
         [str(executable), "generate", "--params", str(tmp_path / "missing.yaml")],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 2
     assert "error:" in result.stderr and "missing.yaml not found" in result.stderr
     assert "Traceback" not in result.stderr

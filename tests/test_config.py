@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 from peru_sentiment.config import load_params
 from peru_sentiment.errors import ConfigError
 
@@ -40,3 +40,14 @@ def test_missing_or_broken_file(tmp_path):
     (tmp_path / "broken.yaml").write_text("generate: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "broken.yaml")
+
+
+def test_params_mark_every_key_the_sweep_may_override():
+    """A reader of params.yaml sees which train keys configs/tuning can replace."""
+    from peru_sentiment.config import Hyperparameters
+
+    train = (ROOT / "params.yaml").read_text().split("\ntrain:\n")[1].split("\n\n")[0].splitlines()
+    marked = {line.split(":")[0].strip() for line in train if "# [tuned]" in line}
+    assert marked == set(Hyperparameters.model_fields)
+    for space in (ROOT / "configs/tuning").glob("*.yaml"):
+        assert set(yaml.safe_load(space.read_text())["space"]) <= marked, space.name

@@ -1,8 +1,9 @@
-from peru_sentiment.data.dedup import cross_duplicates, duplicate_groups, duplicate_key, first_occurrences
+from peru_sentiment.data.dedup import cross_duplicates, duplicate_groups, first_occurrences
+from peru_sentiment.text.normalize import comparison_key
 
 
-def test_duplicate_key_ignores_case_accents_and_spacing():
-    assert duplicate_key("  Llegó   RÁPIDO ") == duplicate_key("llego rapido")
+def test_comparison_key_ignores_case_accents_and_spacing():
+    assert comparison_key("  Llegó   RÁPIDO ") == comparison_key("llego rapido")
 
 
 def test_first_occurrences_points_each_duplicate_to_a_kept_text(params):

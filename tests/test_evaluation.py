@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import toy_feedback
+from helpers import new_fine_tuner, toy_feedback
 from peru_sentiment.evaluation import baselines
 from peru_sentiment.evaluation.metrics import breakdown, calibration, classification_metrics
 
@@ -33,8 +33,12 @@ def test_expected_calibration_error_by_hand():
 
 def test_breakdown_by_group():
     frame = pd.DataFrame({"language": ["es", "es", "en", "en"]})
-    result = breakdown(frame, "language", ["positive", "negative", "neutral", "neutral"],
-                       ["positive", "negative", "neutral", "positive"])  # fmt: skip
+    result = breakdown(
+        frame,
+        "language",
+        ["positive", "negative", "neutral", "neutral"],
+        ["positive", "negative", "neutral", "positive"],
+    )
     assert result["es"]["accuracy"] == 1.0 and result["en"]["accuracy"] == 0.5
     assert result["en"]["rows"] == 2
 
@@ -63,11 +67,8 @@ def test_evaluation_scores_the_model_and_baselines_on_test_and_external_sets(
     params, tiny_checkpoint, tiny_train_params
 ):
     from peru_sentiment.evaluation.evaluate import evaluate_model
-    from peru_sentiment.model.predictor import SentimentPredictor
-    from peru_sentiment.training.trainer import Classifier
 
-    classifier = Classifier(str(tiny_checkpoint), tiny_train_params)
-    predictor = SentimentPredictor(classifier.model, classifier.encoder)
+    predictor = new_fine_tuner(tiny_checkpoint, tiny_train_params).predictor()
     splits = {}
     for name, seed in (("train", 1), ("validation", 2), ("test", 3), ("external", 4)):
         frame = toy_feedback(60, seed).assign(language="es", region="PE-LIM", channel="survey", emotion_score=0.0)

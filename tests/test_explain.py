@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from helpers import new_fine_tuner
 from peru_sentiment.explain.attention import attention_model, attention_rollout
 from peru_sentiment.explain.attribution import integrated_gradients
 from peru_sentiment.explain.explain import explain_text
 from peru_sentiment.explain.tokens import align_words
 from peru_sentiment.model.inputs import pad_batch
-from peru_sentiment.model.predictor import SentimentPredictor
-from peru_sentiment.training.trainer import Classifier
 
 TEXTS = ["pedí hoy bacán!!", "frío horrible, pésimo roche tarde casa", "ok"]
 
@@ -21,8 +20,7 @@ TEXTS = ["pedí hoy bacán!!", "frío horrible, pésimo roche tarde casa", "ok"]
 def predictor(request, tiny_checkpoint, tiny_train_params):
     """An untrained tiny classifier (random head): explanations need weights, not accuracy."""
     params = tiny_train_params.model_copy(update={"pooling": request.param, "dropout": 0.5})
-    classifier = Classifier(str(tiny_checkpoint), params)
-    return SentimentPredictor(classifier.model, classifier.encoder)
+    return new_fine_tuner(tiny_checkpoint, params).predictor()
 
 
 @pytest.fixture(scope="module")

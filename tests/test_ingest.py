@@ -55,22 +55,43 @@ def test_import_accounts_for_every_row(tmp_path, params):
     missing_path.write_text("text,label\nhola,positive\nchau,negative\n", encoding="utf-8")
 
     sources = [
-        {"name": "reviews", "path": str(csv_path), "columns": {"text": "review", "label": "sentiment",
-         "timestamp": "date", "region": "department", "source_id": "id"}},
-        {"name": "stars", "path": str(jsonl_path), "role": "external",
-         "columns": {"text": "body", "stars": "rating", "timestamp": "ts"}},
-        {"name": "extra", "path": str(parquet_path), "columns": {"text": "texto", "label": "clase"},
-         "labels": {"0": "negative", "1": "neutral", "2": "positive"}},
+        {
+            "name": "reviews",
+            "path": str(csv_path),
+            "columns": {
+                "text": "review",
+                "label": "sentiment",
+                "timestamp": "date",
+                "region": "department",
+                "source_id": "id",
+            },
+        },
+        {
+            "name": "stars",
+            "path": str(jsonl_path),
+            "role": "external",
+            "columns": {"text": "body", "stars": "rating", "timestamp": "ts"},
+        },
+        {
+            "name": "extra",
+            "path": str(parquet_path),
+            "columns": {"text": "texto", "label": "clase"},
+            "labels": {"0": "negative", "1": "neutral", "2": "positive"},
+        },
         {"name": "missing", "path": str(missing_path), "columns": {"text": "text", "label": "label", "region": "zone"}},
-    ]  # fmt: skip
+    ]
     result = import_feedback(_ingest_params(params, sources), params.near_duplicates, REGIONS)
     summary = result.summary
 
     assert summary["rows_in"] == 10 + 5 + 2 + 2
     assert summary["accepted"] + summary["quarantined"] + summary["duplicates_removed"] == summary["rows_in"]
     assert summary["by_source"]["reviews"] == {
-        "rows_in": 10, "accepted": 3, "quarantined": 5, "duplicates_removed": 2, "role": "train"
-    }  # fmt: skip
+        "rows_in": 10,
+        "accepted": 3,
+        "quarantined": 5,
+        "duplicates_removed": 2,
+        "role": "train",
+    }
     reasons = result.quarantined.groupby("source")["reason"].apply(list).to_dict()
     assert sorted(r.split(" ")[0] for r in reasons["reviews"]) == [
         "empty",
@@ -102,8 +123,12 @@ def test_import_accounts_for_every_row(tmp_path, params):
 
 def test_stars_to_labels(params):
     assert [label_from_stars(s, params.ingest.stars) for s in range(1, 6)] == [
-        "negative", "negative", "neutral", "positive", "positive"
-    ]  # fmt: skip
+        "negative",
+        "negative",
+        "neutral",
+        "positive",
+        "positive",
+    ]
 
 
 @pytest.mark.parametrize(("file_name", "message"), [("nope.csv", "not found"), ("data.xlsx", "unsupported file type")])

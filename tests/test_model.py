@@ -8,12 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import toy_feedback
+from helpers import new_fine_tuner, toy_feedback
 from peru_sentiment.model.checkpoints import load_backbone, load_tokenizer
 from peru_sentiment.model.inputs import TextEncoder, make_dataset, pad_batch, predict_in_length_order
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.training.trainer import (
-    Classifier,
     balanced_class_weights,
     encode_split,
     learning_rate_schedule,
@@ -50,8 +49,9 @@ def test_buckets_pad_each_batch_to_its_own_length_with_correct_masks():
     lengths = rng.integers(2, 33, size=200)
     ids = [list(range(1, n + 1)) for n in lengths]
     labels = rng.integers(0, 3, size=200)
-    dataset = make_dataset(ids, labels, batch_size=16, bucket_lengths=[8, 16, 32], pad_id=0, num_classes=3,
-                           shuffle_seed=1)  # fmt: skip
+    dataset = make_dataset(
+        ids, labels, batch_size=16, bucket_lengths=[8, 16, 32], pad_id=0, num_classes=3, shuffle_seed=1
+    )
     seen = []
     for inputs, targets in dataset:
         tokens, mask = inputs["token_ids"].numpy(), inputs["padding_mask"].numpy()
@@ -107,26 +107,31 @@ def test_class_weights_and_warmup_schedule(tiny_train_params):
 
 
 def test_training_learns_a_toy_task_and_the_saved_model_predicts_the_same(tiny_checkpoint, tiny_train_params, tmp_path):
-    classifier = Classifier(str(tiny_checkpoint), tiny_train_params)
+    classifier = new_fine_tuner(tiny_checkpoint, tiny_train_params)
     train = encode_split(toy_feedback(450, seed=1), classifier.encoder)
     validation_frame = toy_feedback(90, seed=2)
     history = classifier.fit(train, encode_split(validation_frame, classifier.encoder), verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.7 * losses[0]
     assert max(history.history["val_macro_f1"]) > 0.8
+    # The schedule spans exactly the steps taken: warm-up plus cosine decay end on the last batch.
+    schedule = classifier.model.optimizer._learning_rate
+    assert len(losses) == tiny_train_params.epochs
+    assert schedule.warmup_steps + schedule.decay_steps == int(classifier.model.optimizer.iterations)
 
-    predictor = SentimentPredictor(classifier.model, classifier.encoder)
+    predictor = classifier.predictor()
     texts = validation_frame["text"].tolist()
     before = predictor.predict_proba(texts)
     predictor.save(tmp_path / "trained")
     loaded = SentimentPredictor.load(tmp_path / "trained")
+    assert loaded.bucket_lengths == predictor.bucket_lengths == [8, 16, 32]
     np.testing.assert_allclose(loaded.predict_proba(texts), before, atol=1e-5)
     assert np.allclose(before.sum(axis=1), 1, atol=1e-5)
 
 
 def test_frozen_layers_do_not_change(tiny_checkpoint, tiny_train_params):
     params = tiny_train_params.model_copy(update={"trainable_layers": 1, "epochs": 1, "freeze_word_embeddings": True})
-    classifier = Classifier(str(tiny_checkpoint), params)
+    classifier = new_fine_tuner(tiny_checkpoint, params)
     backbone = _backbone(classifier.model)
     frozen = [w.numpy().copy() for w in backbone.transformer_layers[0].weights + backbone.token_embedding.weights]
     top = [w.numpy().copy() for w in backbone.transformer_layers[1].weights]

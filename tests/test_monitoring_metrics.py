@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT
-from peru_sentiment.data.ingest import region_lookup
+from helpers import ROOT
+from peru_sentiment.regions import region_lookup
 from peru_sentiment.serving.metrics import (
     ERROR_TYPES,
     MULTIPROC_ENV,
@@ -48,19 +48,33 @@ def record(**changes) -> PredictionRecord:
 
 @pytest.mark.parametrize(
     ("value", "code"),
-    [("PE-CUS", "PE-CUS"), ("pe-cus", "PE-CUS"), ("Cusco", "PE-CUS"), ("CUSCO ", "PE-CUS"), ("Áncash", "PE-ANC"),
-     ("ancash", "PE-ANC"), ("san martin", "PE-SAM"), ("Lima Metropolitana", "unknown"), ("", "unknown"),
-     (None, "unknown")],
-)  # fmt: skip
+    [
+        ("PE-CUS", "PE-CUS"),
+        ("pe-cus", "PE-CUS"),
+        ("Cusco", "PE-CUS"),
+        ("CUSCO ", "PE-CUS"),
+        ("Áncash", "PE-ANC"),
+        ("ancash", "PE-ANC"),
+        ("san martin", "PE-SAM"),
+        ("Lima Metropolitana", "unknown"),
+        ("", "unknown"),
+        (None, "unknown"),
+    ],
+)
 def test_regions_are_codes_or_unknown(region_names, value, code):
     assert normalize_region(value, region_lookup(region_names)) == code
 
 
 @pytest.mark.parametrize(
     ("value", "channel"),
-    [("survey", "survey"), ("App Review", "app_review"), ("social-media", "social_media"), ("email", "unknown"),
-     (None, "unknown")],
-)  # fmt: skip
+    [
+        ("survey", "survey"),
+        ("App Review", "app_review"),
+        ("social-media", "social_media"),
+        ("email", "unknown"),
+        (None, "unknown"),
+    ],
+)
 def test_channels_are_known_or_unknown(value, channel):
     assert normalize_channel(value) == channel
 
@@ -74,9 +88,12 @@ def test_prediction_labels_stay_bounded_and_raw_input_never_appears(region_names
     metrics = ServiceMetrics(region_names)
     hostile = 'Cusco"} 1e9\n# injected'
     metrics.observe_predictions(
-        [record(region="cusco"), record(region=hostile, channel="<script>", language="xx", label="positive"),
-         record(region="Áncash", channel="App Review", language=None, label="neutral", confidence=0.4)]
-    )  # fmt: skip
+        [
+            record(region="cusco"),
+            record(region=hostile, channel="<script>", language="xx", label="positive"),
+            record(region="Áncash", channel="App Review", language=None, label="neutral", confidence=0.4),
+        ]
+    )
     body = metrics.render_metrics()[0].decode()
     assert "<script>" not in body and "injected" not in body and "xx" not in body
     predictions = {

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from prometheus_client import start_http_server
 
-from conftest import ROOT, TOY_WORDS
+from helpers import ROOT, TOY_WORDS
 from peru_sentiment.monitoring.config import Windows, load_monitoring_config
 from peru_sentiment.monitoring.local_prometheus import LocalPrometheus
 from peru_sentiment.monitoring.render import promql_expressions
@@ -93,12 +93,16 @@ def server_service(tiny_bundle, tmp_path) -> Iterator[MonitoredService]:
         for tick in itertools.count():
             incident = time.monotonic() - started > NORMAL_SECONDS
             rows = [
-                {"feedback_id": f"{tick}-{region}-{index}", "region": region, "channel": "app_review",
-                 "timestamp": pd.Timestamp("2026-02-02 12:00", tz="America/Lima") + pd.Timedelta(seconds=tick),
-                 "text": f"{TOY_WORDS['neutral'][(tick + index) % 6]} {TOY_WORDS[label][(tick + index) % 6]}"}
+                {
+                    "feedback_id": f"{tick}-{region}-{index}",
+                    "region": region,
+                    "channel": "app_review",
+                    "timestamp": pd.Timestamp("2026-02-02 12:00", tz="America/Lima") + pd.Timedelta(seconds=tick),
+                    "text": f"{TOY_WORDS['neutral'][(tick + index) % 6]} {TOY_WORDS[label][(tick + index) % 6]}",
+                }
                 for region in REGIONS
                 for index, label in enumerate(_labels(incident and region == INCIDENT_REGION))
-            ]  # fmt: skip
+            ]
             report = replay(url, plan(pd.DataFrame(rows), rate=10_000), progress=False)
             assert report.failed == 0
             if tick % 10 == 0:  # a client error now and then, for the error panels

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from helpers import ROOT
 from peru_sentiment.cli import app
 from peru_sentiment.errors import ConfigError
 from peru_sentiment.monitoring import promql
@@ -36,8 +36,11 @@ def promtool(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
 def test_committed_files_equal_a_fresh_render(config):
     rendered = render_files(config, config.window_set("production"))
     assert {path.name for path in rendered} == {
-        "sentiment.yml", "sentiment-by-region.json", "service-health.json", "model-behaviour.json"
-    }  # fmt: skip
+        "sentiment.yml",
+        "sentiment-by-region.json",
+        "service-health.json",
+        "model-behaviour.json",
+    }
     for path, text in rendered.items():
         assert (ROOT / path).read_text(encoding="utf-8") == text, (
             f"{path} is stale: run `peru-sentiment monitoring render`"
@@ -105,8 +108,13 @@ def test_dashboards_use_the_datasource_variable_and_explain_every_panel(config):
     assert region["query"]["query"] == "label_values(sentiment_predictions_total, region)"
     assert region["includeAll"] and region["multi"]
     titles = {panel["title"] for model in dashboards.values() for panel in model["panels"]}
-    expected = {"Net sentiment score by region", "Regions ranked by change against their own baseline",
-                "Latency p50 / p95 / p99", "Label mix: served vs training", "Low-confidence predictions"}  # fmt: skip
+    expected = {
+        "Net sentiment score by region",
+        "Regions ranked by change against their own baseline",
+        "Latency p50 / p95 / p99",
+        "Label mix: served vs training",
+        "Low-confidence predictions",
+    }
     assert expected <= titles
 
 

@@ -62,8 +62,11 @@ def feedback(rows: int = 12) -> pd.DataFrame:
 def test_reads_every_format_and_orders_by_timestamp(tmp_path, suffix):
     path = tmp_path / f"feedback{suffix}"
     frame = feedback()
-    {".parquet": lambda: frame.to_parquet(path), ".csv": lambda: frame.to_csv(path, index=False),
-     ".jsonl": lambda: frame.to_json(path, orient="records", lines=True, date_format="iso")}[suffix]()  # fmt: skip
+    {
+        ".parquet": lambda: frame.to_parquet(path),
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True, date_format="iso"),
+    }[suffix]()
     selected = player.select(player.read_feedback(path))
     assert selected["feedback_id"].tolist() == [f"syn-{i:03d}" for i in reversed(range(12))]
 
@@ -95,9 +98,13 @@ def test_plan_compresses_time_and_caps_the_rate():
 def test_items_carry_the_request_fields_and_never_the_label():
     item = player.plan(player.select(feedback(2)), rate=10).items[1]
     assert item == {
-        "id": "syn-000", "text": "pedido 0", "region": "PE-CUS", "channel": "survey",
-        "timestamp": "2026-02-01T01:00:00", "language": "es",
-    }  # fmt: skip
+        "id": "syn-000",
+        "text": "pedido 0",
+        "region": "PE-CUS",
+        "channel": "survey",
+        "timestamp": "2026-02-01T01:00:00",
+        "language": "es",
+    }
 
 
 def test_replay_sends_batches_in_order_and_reports(server):

@@ -71,8 +71,14 @@ def _scored(inside_negative: int, outside_negative: int, rows: int = 100) -> pd.
     return pd.concat(frames, ignore_index=True)
 
 
-EVENT = {"region": "PE-CUS", "region_name": "Cusco", "aspect": "delivery_time", "start": "2026-02-02",
-         "end": "2026-02-22", "description": "rain"}  # fmt: skip
+EVENT = {
+    "region": "PE-CUS",
+    "region_name": "Cusco",
+    "aspect": "delivery_time",
+    "start": "2026-02-02",
+    "end": "2026-02-22",
+    "description": "rain",
+}
 
 
 @pytest.mark.parametrize(("inside", "outside", "visible"), [(60, 30, True), (36, 30, False), (30, 30, False)])
@@ -100,10 +106,14 @@ def test_incident_rows_are_the_region_inside_the_window_and_a_capped_baseline(pa
 def test_explanation_sample_covers_each_label_outcome_and_language(params):
     rng = np.random.default_rng(0)
     labels = rng.choice(["negative", "neutral", "positive"], 300)
-    predictions = pd.DataFrame({
-        "label": labels, "predicted": np.where(rng.random(300) < 0.8, labels, "neutral"),
-        "language": rng.choice(["es", "en", "other"], 300), "confidence": rng.random(300),
-    })  # fmt: skip
+    predictions = pd.DataFrame(
+        {
+            "label": labels,
+            "predicted": np.where(rng.random(300) < 0.8, labels, "neutral"),
+            "language": rng.choice(["es", "en", "other"], 300),
+            "confidence": rng.random(300),
+        }
+    )
     sample = analysis.explanation_sample(predictions, params.report)
     groups = set(zip(sample["label"], sample["correct"], sample["language"], strict=True))
     assert len(sample) == len(groups) == 10  # 3 labels x 2 outcomes x 2 languages, less "neutral predicted wrong"

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import toy_feedback
+from helpers import toy_feedback
 from peru_sentiment.cli import app as cli
-from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.export.bundle import BundleError, load_bundle
 from peru_sentiment.serving.app import create_app
 from peru_sentiment.serving.batcher import MicroBatcher
 from peru_sentiment.serving.routes import EXTENSION
 from peru_sentiment.serving.settings import load_settings
+from peru_sentiment.text.prepare import prepare_text
 
 API_KEY = "k" * 24
 SECRET = "juan.perez@example.com paid with 4111 1111 1111 1111"  # must never come back in an error
@@ -96,8 +96,10 @@ def test_predict_one_text_and_a_batch(client, bundle):
     assert sum(prediction["probabilities"].values()) == pytest.approx(1, abs=1e-4)
 
     frame = toy_feedback(8, seed=9)
-    items = [{"id": str(i), "text": text, "channel": "app_review", "timestamp": "2026-03-01T12:00:00-05:00"}
-             for i, text in enumerate(frame["text"])]  # fmt: skip
+    items = [
+        {"id": str(i), "text": text, "channel": "app_review", "timestamp": "2026-03-01T12:00:00-05:00"}
+        for i, text in enumerate(frame["text"])
+    ]
     body = client.post("/v1/predict", json={"items": items}).get_json()
     assert [p["id"] for p in body["predictions"]] == [str(i) for i in range(8)], "results keep the request order"
     expected = bundle.predict_proba([prepare_text(text)[0] for text in frame["text"]])
@@ -205,9 +207,26 @@ ITEM_FIELDS = st.sampled_from(["text", "id", "region", "channel", "timestamp", "
 ITEMS = st.dictionaries(ITEM_FIELDS, st.text(max_size=60) | JSON_VALUES, max_size=6)
 # Lone surrogates, invisible and blank-looking characters, C1 controls, among a few visible ones.
 ODD_CHARACTERS = st.sampled_from(
-    ["\ud800", "\udc00", "\udfff", "\u200b", "\u2060", "\ufeff", "\u0301", "\ufe0f", "\u3164", "\u2800",
-     "\x85", "\x9f", "\x00", " ", "a", "ñ", "😡"]
-)  # fmt: skip
+    [
+        "\ud800",
+        "\udc00",
+        "\udfff",
+        "\u200b",
+        "\u2060",
+        "\ufeff",
+        "\u0301",
+        "\ufe0f",
+        "\u3164",
+        "\u2800",
+        "\x85",
+        "\x9f",
+        "\x00",
+        " ",
+        "a",
+        "ñ",
+        "😡",
+    ]
+)
 ODD_TEXTS = st.text(alphabet=ODD_CHARACTERS, max_size=12)
 ODD_BODIES = st.fixed_dictionaries({"text": ODD_TEXTS}, optional={"id": ODD_TEXTS, "region": ODD_TEXTS}).map(
     json.dumps  # ensure_ascii: surrogates travel as \\u escapes, as a client would send them
@@ -294,21 +313,39 @@ def test_predict_command_round_trip_keeps_every_row(tiny_bundle, bundle, tmp_pat
     frame.loc[3, "comment"] = None
     frame.loc[7, "comment"] = " \u200b "
     source = tmp_path / f"in{suffix}"
-    {".csv": lambda p: frame.to_csv(p, index=False),
-     ".jsonl": lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False),
-     ".parquet": lambda p: frame.to_parquet(p, index=False)}[suffix](source)  # fmt: skip
+    {
+        ".csv": lambda p: frame.to_csv(p, index=False),
+        ".jsonl": lambda p: frame.to_json(p, orient="records", lines=True, force_ascii=False),
+        ".parquet": lambda p: frame.to_parquet(p, index=False),
+    }[suffix](source)
     output = tmp_path / f"out{suffix}"
     result = CliRunner().invoke(
-        cli, ["predict", "--model", str(tiny_bundle), "--input", str(source), "--text-column", "comment",
-              "--output", str(output), "--chunk-rows", "7", "--no-progress"],
-    )  # fmt: skip
+        cli,
+        [
+            "predict",
+            "--model",
+            str(tiny_bundle),
+            "--input",
+            str(source),
+            "--text-column",
+            "comment",
+            "--output",
+            str(output),
+            "--chunk-rows",
+            "7",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["rows"] == 30 and summary["predicted"] == 28
     assert sum(summary["errors"].values()) == 2
 
-    written = {".csv": pd.read_csv, ".parquet": pd.read_parquet,
-               ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False)}[suffix](output)  # fmt: skip
+    written = {
+        ".csv": pd.read_csv,
+        ".parquet": pd.read_parquet,
+        ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
+    }[suffix](output)
     assert written["feedback_id"].tolist() == frame["feedback_id"].tolist()
     assert written.loc[[3, 7], "label"].isna().all() and (written.loc[[3, 7], "error"].str.len() > 0).all()
     valid = written.drop(index=[3, 7])
@@ -320,9 +357,17 @@ def test_predict_command_round_trip_keeps_every_row(tiny_bundle, bundle, tmp_pat
 def test_predict_command_explains_a_missing_column(tiny_bundle, tmp_path):
     pd.DataFrame({"body": ["hola"]}).to_csv(tmp_path / "in.csv", index=False)
     result = CliRunner().invoke(
-        cli, ["predict", "--model", str(tiny_bundle), "--input", str(tmp_path / "in.csv"),
-              "--output", str(tmp_path / "out.csv")],
-    )  # fmt: skip
+        cli,
+        [
+            "predict",
+            "--model",
+            str(tiny_bundle),
+            "--input",
+            str(tmp_path / "in.csv"),
+            "--output",
+            str(tmp_path / "out.csv"),
+        ],
+    )
     assert result.exit_code != 0 and "no column 'text'" in str(result.exception)
 
 
@@ -378,8 +423,7 @@ def test_real_server_handles_concurrent_load_then_shuts_down_gracefully(tiny_bun
     assert (status, body["error"]["type"]) == (400, "invalid_body")
 
     texts = toy_feedback(64, seed=31)["text"].tolist()
-    bodies = [{"items": [{"id": f"{n}-{k}", "text": texts[(n + k) % 64]} for k in range(1 + n % 4)]}
-              for n in range(96)]  # fmt: skip
+    bodies = [{"items": [{"id": f"{n}-{k}", "text": texts[(n + k) % 64]} for k in range(1 + n % 4)]} for n in range(96)]
     try:
         with ThreadPoolExecutor(16) as pool:
             results = list(pool.map(lambda body: _post(f"{url}/v1/predict", body), bodies))
@@ -402,10 +446,15 @@ def test_real_server_handles_concurrent_load_then_shuts_down_gracefully(tiny_bun
 
 
 def test_metrics_count_predictions_with_bounded_labels_and_errors(client):
-    client.post("/v1/predict", json={"items": [
-        {"text": "pésimo, llegó frío", "region": "Cusco", "channel": "App Review", "language": "es"},
-        {"text": "great app", "region": "<script>alert(1)</script>", "channel": "fax"},
-    ]})  # fmt: skip
+    client.post(
+        "/v1/predict",
+        json={
+            "items": [
+                {"text": "pésimo, llegó frío", "region": "Cusco", "channel": "App Review", "language": "es"},
+                {"text": "great app", "region": "<script>alert(1)</script>", "channel": "fax"},
+            ]
+        },
+    )
     client.post("/v1/predict", data="{", content_type="application/json")
     exposition = client.get("/metrics").get_data(as_text=True)
     assert 'region="PE-CUS"' in exposition and 'region="unknown"' in exposition

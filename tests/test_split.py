@@ -67,8 +67,16 @@ def _pool(rows: int = 600) -> pd.DataFrame:
         label = ("negative", "neutral", "positive")[i % 3]
         template = TEMPLATES[label][i % 9 // 3]
         text = template.format(" ".join(rng.choice(WORDS, size=6)))
-        records.append({"feedback_id": f"r{i}", "text": text, "label": label, "role": "train",
-                        "language": "en" if template[0] in "tg" else "es", "text_classical": text})  # fmt: skip
+        records.append(
+            {
+                "feedback_id": f"r{i}",
+                "text": text,
+                "label": label,
+                "role": "train",
+                "language": "en" if template[0] in "tg" else "es",
+                "text_classical": text,
+            }
+        )
     # exact and near duplicates that must stay together
     records += [dict(records[0], feedback_id="dup-exact", text=records[0]["text"].upper())]
     records += [dict(records[1], feedback_id="dup-near", text=records[1]["text"] + "!!")]

@@ -9,7 +9,7 @@ import textwrap
 
 import pandas as pd
 
-from conftest import ROOT, toy_feedback
+from helpers import ROOT, toy_feedback
 from peru_sentiment.training import sweep
 
 
@@ -21,9 +21,16 @@ def _space(trials=2):
 def test_two_trial_sweep_records_trials_and_best(tiny_checkpoint, tiny_train_params, tmp_path):
     params = tiny_train_params.model_copy(update={"epochs": 2})
     tuner = sweep.run_sweep(
-        toy_feedback(240, 1), toy_feedback(60, 2), checkpoint=str(tiny_checkpoint), base=params, prefix="",
-        config=_space(), directory=tmp_path / "sweep", train_rows=None, validation_rows=None,
-    )  # fmt: skip
+        toy_feedback(240, 1),
+        toy_feedback(60, 2),
+        checkpoint=str(tiny_checkpoint),
+        base=params,
+        prefix="",
+        config=_space(),
+        directory=tmp_path / "sweep",
+        train_rows=None,
+        validation_rows=None,
+    )
     table, best = sweep.summarize(tuner, params, tmp_path / "sweep")
     assert len(table) == 2 and (table["status"] == "COMPLETED").all()
     assert table["val_macro_f1"].between(0, 1).all() and (table["duration_s"] > 0).all()
@@ -63,17 +70,26 @@ def test_distributed_sweep_chief_and_two_workers_on_loopback(tiny_checkpoint, ti
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     args = {
-        "train": str(tmp_path / "train.parquet"), "validation": str(tmp_path / "validation.parquet"),
-        "checkpoint": str(tiny_checkpoint), "params": tiny_train_params.model_copy(update={"epochs": 1}).model_dump(),
-        "config": _space(trials=4), "directory": str(tmp_path / "sweep"),
-    }  # fmt: skip
+        "train": str(tmp_path / "train.parquet"),
+        "validation": str(tmp_path / "validation.parquet"),
+        "checkpoint": str(tiny_checkpoint),
+        "params": tiny_train_params.model_copy(update={"epochs": 1}).model_dump(),
+        "config": _space(trials=4),
+        "directory": str(tmp_path / "sweep"),
+    }
     processes = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
-        env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
-               "KERASTUNER_ORACLE_PORT": str(port), "TF_CPP_MIN_LOG_LEVEL": "3"}  # fmt: skip
+        env = {
+            **os.environ,
+            "KERASTUNER_TUNER_ID": tuner_id,
+            "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": str(port),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
         payload = json.dumps({**args, "chief": tuner_id == "chief"})
-        processes[tuner_id] = subprocess.Popen([sys.executable, "-c", WORKER, payload], env=env, text=True,
-                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        processes[tuner_id] = subprocess.Popen(
+            [sys.executable, "-c", WORKER, payload], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     outputs = {}
     try:
         for tuner_id, process in processes.items():

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from peru_sentiment.data import synthetic
-from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS, aspect_column
+from peru_sentiment.text.prepare import prepare_text
 
 
 def test_labelling_rule():

@@ -1,13 +1,13 @@
 import pytest
 
-from conftest import ROOT
-from peru_sentiment.data.preprocess import prepare_text
+from helpers import ROOT
 from peru_sentiment.text.classical import ClassicalCleaner
 from peru_sentiment.text.features import surface_features
 from peru_sentiment.text.language import LanguageDetector
 from peru_sentiment.text.lexicon import EmotionLexicon
 from peru_sentiment.text.normalize import normalize_text
 from peru_sentiment.text.pii import mask_personal_data
+from peru_sentiment.text.prepare import prepare_text
 
 
 @pytest.mark.parametrize(

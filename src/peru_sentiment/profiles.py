@@ -11,17 +11,18 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from peru_sentiment import paths
 from peru_sentiment.config import load_params
 from peru_sentiment.errors import ConfigError
 
-PROFILES_DIR = Path("configs/profiles")
+PROFILES_DIR = paths.CONFIGS / "profiles"
 
 
 def available(directory: Path = PROFILES_DIR) -> list[str]:
     return sorted(path.stem for path in directory.glob("*.yaml"))
 
 
-def apply_profile(name: str, params_path: Path = Path("params.yaml"), directory: Path = PROFILES_DIR) -> list[str]:
+def apply_profile(name: str, params_path: Path = paths.PARAMS, directory: Path = PROFILES_DIR) -> list[str]:
     """Write the profile's values into `params_path`; return the dotted keys that changed."""
     profile_path = directory / f"{name}.yaml"
     if not profile_path.is_file():

@@ -37,3 +37,7 @@ UNKNOWN_REGION = "unknown"
 def aspect_column(aspect: str) -> str:
     """Name of the ground-truth polarity column of an aspect in the synthetic data."""
     return f"aspect_{aspect}"
+
+
+# The model-selection metric: early stopping, the sweep's objective and the report read it.
+MONITOR = "val_macro_f1"

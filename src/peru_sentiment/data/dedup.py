@@ -8,23 +8,13 @@ their estimated Jaccard similarity reaches ``NearDuplicateParams.threshold``.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from peru_sentiment.config import NearDuplicateParams
-
-_SPACES = re.compile(r"\s+")
-
-
-def duplicate_key(text: str) -> str:
-    """Key under which texts count as exact duplicates: case, accents and spacing ignored."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    stripped = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
-    return _SPACES.sub(" ", stripped).strip()
+from peru_sentiment.text.normalize import comparison_key
 
 
 def _minhashes(keys: Sequence[str], params: NearDuplicateParams) -> list[MinHash]:
@@ -43,7 +33,7 @@ def first_occurrences(texts: Sequence[str], params: NearDuplicateParams) -> np.n
     Texts are visited in order; a text is dropped when it is an exact or near
     duplicate of a text already kept, so every dropped text points to a kept one.
     """
-    keys = [duplicate_key(text) for text in texts]
+    keys = [comparison_key(text) for text in texts]
     hashes = _minhashes(keys, params)
     lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm)
     kept_by_key: dict[str, int] = {}
@@ -66,7 +56,7 @@ def duplicate_groups(texts: Sequence[str], params: NearDuplicateParams) -> np.nd
 
     Used by the split, which must keep every group inside one split.
     """
-    keys = [duplicate_key(text) for text in texts]
+    keys = [comparison_key(text) for text in texts]
     parent = np.arange(len(texts))
 
     def root(i: int) -> int:
@@ -100,7 +90,7 @@ def duplicate_groups(texts: Sequence[str], params: NearDuplicateParams) -> np.nd
 
 def cross_duplicates(texts: Sequence[str], others: Sequence[str], params: NearDuplicateParams) -> list[tuple[int, int]]:
     """Pairs (i, j) where ``texts[i]`` is an exact or near duplicate of ``others[j]``."""
-    other_keys = [duplicate_key(text) for text in others]
+    other_keys = [comparison_key(text) for text in others]
     lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm)
     other_hashes = _minhashes(other_keys, params)
     for j, minhash in enumerate(other_hashes):
@@ -108,7 +98,7 @@ def cross_duplicates(texts: Sequence[str], others: Sequence[str], params: NearDu
     by_key: dict[str, int] = {}
     for j, key in enumerate(other_keys):
         by_key.setdefault(key, j)
-    keys = [duplicate_key(text) for text in texts]
+    keys = [comparison_key(text) for text in texts]
     pairs = []
     for i, (key, minhash) in enumerate(zip(keys, _minhashes(keys, params), strict=True)):
         if key in by_key:

@@ -28,17 +28,30 @@ import numpy as np
 import pandas as pd
 
 from peru_sentiment.config import IngestParams, NearDuplicateParams, SourceParams, StarParams
-from peru_sentiment.data.dedup import duplicate_key, first_occurrences
+from peru_sentiment.data.dedup import first_occurrences
 from peru_sentiment.errors import ConfigError, DataError
+from peru_sentiment.regions import region_code, region_lookup
 from peru_sentiment.schema import CHANNELS, LABELS, UNKNOWN_REGION
 from peru_sentiment.tables import read_table, table_format
 from peru_sentiment.text.normalize import has_lone_surrogate, is_blank
 
 log = logging.getLogger(__name__)
 ACCEPTED_COLUMNS = (
-    "feedback_id", "text", "label", "language", "region", "channel", "timestamp", "stars",
-    "source", "source_id", "role", "source_file", "source_sha256", "source_row",
-)  # fmt: skip
+    "feedback_id",
+    "text",
+    "label",
+    "language",
+    "region",
+    "channel",
+    "timestamp",
+    "stars",
+    "source",
+    "source_id",
+    "role",
+    "source_file",
+    "source_sha256",
+    "source_row",
+)
 
 
 @dataclass
@@ -215,7 +228,7 @@ def _convert(record: dict, source: SourceParams, params: IngestParams, regions: 
     timestamp = pd.NaT
     if values.get("timestamp", "").strip():
         timestamp = _parse_date(values["timestamp"].strip(), source, params)
-    region = regions.get(duplicate_key(values["region"]), UNKNOWN_REGION) if mapping.region else UNKNOWN_REGION
+    region = region_code(values["region"], regions) if mapping.region else UNKNOWN_REGION
     channel = values.get("channel", "").strip()
     return {
         "text": text,
@@ -227,15 +240,6 @@ def _convert(record: dict, source: SourceParams, params: IngestParams, regions: 
         "stars": stars,
         "source_id": values.get("source_id", "").strip() or None,
     }
-
-
-def region_lookup(region_names: dict[str, str]) -> dict[str, str]:
-    """Map region codes and names (any case or accents) to region codes."""
-    lookup = {}
-    for code, name in region_names.items():
-        lookup[duplicate_key(code)] = code
-        lookup[duplicate_key(name)] = code
-    return lookup
 
 
 def import_source(

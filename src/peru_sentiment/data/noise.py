@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import string
-import unicodedata
 
 import numpy as np
 
@@ -43,12 +42,6 @@ _KEYBOARD_NEIGHBOURS = {
 _WORD = re.compile(r"[^\W\d_]{4,}")
 # Placeholders and personal data must survive the noise intact.
 _PROTECTED = re.compile(r"\S+@\S+|[#@]\w+|\d[\d .-]*\d")
-
-
-def strip_accents(text: str) -> str:
-    """Drop diacritics as people typing fast do ("qué rápido" -> "que rapido"); keeps ñ as n."""
-    decomposed = unicodedata.normalize("NFD", text)
-    return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
 
 
 def add_typos(text: str, rng: np.random.Generator, count: int = 1) -> str:

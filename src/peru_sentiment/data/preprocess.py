@@ -15,41 +15,21 @@ import pandas as pd
 from tqdm import tqdm
 
 from peru_sentiment.config import PreprocessParams
-from peru_sentiment.text import classical
+from peru_sentiment.text import classical, prepare
 from peru_sentiment.text.classical import ClassicalCleaner
 from peru_sentiment.text.features import add_features
 from peru_sentiment.text.language import LanguageDetector
 from peru_sentiment.text.lexicon import EmotionLexicon
-from peru_sentiment.text.normalize import normalize_text
-from peru_sentiment.text.pii import mask_personal_data
+from peru_sentiment.text.prepare import prepare_text
 
 log = logging.getLogger(__name__)
 
 STEPS = (
-    "unicode repair (ftfy) and NFC normalisation, control characters dropped, whitespace collapsed",
-    "personal data masked: [EMAIL], [CARD] (Luhn-checked), [PHONE], [DNI]",
+    *prepare.STEPS,
     "language detected with lingua (es / en / other)",
     "surface features, lexicon emotion_score (AFINN-en-165, configs/lexicons/es.tsv)",
     "text_classical for the baselines: " + "; ".join(classical.STEPS),
 )
-
-
-def inference_settings(params: PreprocessParams) -> dict:
-    """What a serving process must do to a raw text, as recorded in the export bundle."""
-    return {
-        "steps": list(STEPS[:2]),
-        "function": "peru_sentiment.data.preprocess.prepare_text",
-        "detect_languages": list(params.detect_languages),
-        "min_language_confidence": params.min_language_confidence,
-    }
-
-
-def prepare_text(text: str) -> tuple[str, Counter]:
-    """The model's view of a raw text: normalised, personal data masked.
-
-    The one function training, evaluation, export and serving all call.
-    """
-    return mask_personal_data(normalize_text(text))
 
 
 def combine_sources(synthetic: pd.DataFrame, imported: pd.DataFrame) -> pd.DataFrame:

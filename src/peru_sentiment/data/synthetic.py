@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,9 @@ from tqdm import tqdm
 from peru_sentiment.config import GenerateParams, load_yaml
 from peru_sentiment.data import noise
 from peru_sentiment.errors import ConfigError
+from peru_sentiment.regions import Region
 from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS, aspect_column
+from peru_sentiment.text.normalize import fold_accents
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +48,6 @@ def label_from_polarities(polarities: Iterable[int]) -> str:
     """
     total = sum(polarities)
     return "positive" if total > 0 else "negative" if total < 0 else "neutral"
-
-
-@dataclass(frozen=True)
-class Region:
-    code: str
-    name: str
-    population: int
-    places: tuple[str, ...]
-
-
-def load_regions(path: str | Path) -> list[Region]:
-    """Read ``configs/regions.yaml``."""
-    raw = load_yaml(path).get("regions") or []
-    try:
-        regions = [Region(r["code"], r["name"], int(r["population"]), tuple(r["places"])) for r in raw]
-    except (KeyError, TypeError, ValueError) as error:
-        raise ConfigError(f"{path}: every region needs code, name, population and places ({error})") from None
-    if not regions:
-        raise ConfigError(f"{path} lists no regions")
-    return regions
 
 
 def load_phrasebook(path: str | Path) -> dict:
@@ -277,7 +258,7 @@ class FeedbackGenerator:
             sentence = template.format(**{personal_data: self._personal_value(personal_data)})
             text = f"{text} {self._punctuate(sentence, 'neutral')}"
         if self._chance(amounts.missing_accents):
-            text = noise.strip_accents(text)
+            text = fold_accents(text)
         if self._chance(amounts.repeated_letters):
             text = noise.stretch_letters(text, rng)
         if self._chance(amounts.typo):

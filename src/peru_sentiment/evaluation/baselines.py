@@ -41,8 +41,13 @@ def lexicon_thresholds(validation: pd.DataFrame) -> tuple[float, float]:
     grid = np.round(np.linspace(-0.6, 0.6, 25), 3)
     best, best_f1 = (0.0, 0.0), -1.0
     for low, high in itertools.combinations_with_replacement(grid, 2):
-        f1 = f1_score(validation["label"], _by_score(validation["emotion_score"], low, high), labels=list(LABELS),
-                      average="macro", zero_division=0)  # fmt: skip
+        f1 = f1_score(
+            validation["label"],
+            _by_score(validation["emotion_score"], low, high),
+            labels=list(LABELS),
+            average="macro",
+            zero_division=0,
+        )
         if f1 > best_f1:
             best, best_f1 = (float(low), float(high)), f1
     return best

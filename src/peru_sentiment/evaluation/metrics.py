@@ -20,8 +20,10 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels:
             y_true, y_pred, labels=list(labels), average=average, zero_division=0
         )
         result[f"{average}_precision"], result[f"{average}_recall"], result[f"{average}_f1"] = (
-            float(precision), float(recall), float(f1),
-        )  # fmt: skip
+            float(precision),
+            float(recall),
+            float(f1),
+        )
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=list(labels), zero_division=0
     )
@@ -53,9 +55,14 @@ def calibration(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15) -
         accuracy, mean_confidence = float(correct[inside].mean()), float(confidence[inside].mean())
         ece += inside.mean() * abs(accuracy - mean_confidence)
         reliability.append(
-            {"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(inside.sum()),
-             "accuracy": accuracy, "confidence": mean_confidence}
-        )  # fmt: skip
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": int(inside.sum()),
+                "accuracy": accuracy,
+                "confidence": mean_confidence,
+            }
+        )
     return {"ece": float(ece), "bins": bins, "reliability": reliability}
 
 

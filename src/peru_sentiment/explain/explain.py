@@ -1,7 +1,7 @@
 """One text, explained: prediction, attention per layer and head, rollout and integrated gradients per word.
 
 The payload of ``POST /v1/explain`` and of the report's examples. The text must
-already be prepared (``preprocess.prepare_text``: normalised, personal data
+already be prepared (``text.prepare.prepare_text``: normalised, personal data
 masked), as for :meth:`SentimentPredictor.predict_proba`.
 
 The model-side work is one TensorFlow function (:func:`explanation_function`):
@@ -46,8 +46,13 @@ def explanation_function(classifier: keras.Model, steps: int) -> Callable:
         scores, logit, baseline_logit = path_integrated_gradients(
             classifier, token_ids, padding_mask, explained, target, steps
         )
-        return {"logits": logits[0], "attention": attention[0], "scores": scores, "logit": logit,
-                "baseline_logit": baseline_logit}  # fmt: skip
+        return {
+            "logits": logits[0],
+            "attention": attention[0],
+            "scores": scores,
+            "logit": logit,
+            "baseline_logit": baseline_logit,
+        }
 
     return explain
 

@@ -48,10 +48,12 @@ def align_words(encoding: Encoding, text: str, prefix: str = "") -> WordAlignmen
             (index for index, (low, high) in enumerate(spans) if max(start, low) < min(end, high)), -1
         )
     pieces = np.array(
-        [-1 if word_id is None or special else word_of_group[word_id]
-         for word_id, special in zip(encoding.word_ids, encoding.special_tokens_mask, strict=True)],
+        [
+            -1 if word_id is None or special else word_of_group[word_id]
+            for word_id, special in zip(encoding.word_ids, encoding.special_tokens_mask, strict=True)
+        ],
         dtype=np.int64,
-    )  # fmt: skip
+    )
     used = sorted(set(pieces[pieces >= 0].tolist()))
     renumber = {old: new for new, old in enumerate(used)}
     pieces = np.array([renumber.get(index, -1) for index in pieces.tolist()], dtype=np.int64)

@@ -34,13 +34,14 @@ import pandas as pd
 from tokenizers import Tokenizer
 
 from peru_sentiment.config import Params, PreprocessParams
-from peru_sentiment.data.preprocess import inference_settings
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.explain.attention import pooling_of
 from peru_sentiment.explain.explain import explain_encoded, explanation_function, explanation_signature
 from peru_sentiment.metadata import write_json
 from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, predict_texts
 from peru_sentiment.model.predictor import SentimentPredictor
+from peru_sentiment.paths import PRETRAINED
+from peru_sentiment.text.prepare import inference_settings
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +221,13 @@ class ModelBundle:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities of prepared texts (``prepare_text``), columns in ``labels`` order."""
         return predict_texts(
-            self._probabilities, self.encoder, texts, self.batch_size, len(self.labels),
+            self._probabilities,
+            self.encoder,
+            texts,
+            self.batch_size,
+            len(self.labels),
             self.preprocessing["bucket_lengths"],
-        )  # fmt: skip
+        )
 
     def explain(self, text: str) -> dict:
         """Attention, rollout and integrated gradients of one prepared text (``explain.explain_encoded``)."""
@@ -262,6 +267,12 @@ def load_bundle(path: Path, batch_size: int = 64) -> ModelBundle:
     )
 
 
+def checkpoint_name(params: Params) -> str:
+    """The backbone a model was fine-tuned from: the pretrained stage's kind, or the checkpoint given."""
+    checkpoint = params.model.checkpoint
+    return params.pretrained.kind if Path(checkpoint) == PRETRAINED else checkpoint
+
+
 def export_trained_model(
     predictor: SentimentPredictor,
     params: Params,
@@ -279,11 +290,16 @@ def export_trained_model(
     """
     version = f"{params.export.name}-{weights_digest(predictor.model.get_weights())[:12]}"
     bundle_dir = write_bundle(
-        predictor.model, predictor.encoder.tokenizer, out_root / version, labels=predictor.labels,
-        checkpoint=checkpoint, explain_steps=params.export.explain_steps,
-        preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, params.train.bucket_lengths),
-        training_distribution=training_labels.value_counts(normalize=True).to_dict(), extra_files=extra_files,
-    )  # fmt: skip
+        predictor.model,
+        predictor.encoder.tokenizer,
+        out_root / version,
+        labels=predictor.labels,
+        checkpoint=checkpoint,
+        explain_steps=params.export.explain_steps,
+        preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, predictor.bucket_lengths),
+        training_distribution=training_labels.value_counts(normalize=True).to_dict(),
+        extra_files=extra_files,
+    )
     texts = verification_texts[: params.export.verify_rows]
     difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())
     if difference > params.export.tolerance:

@@ -105,10 +105,13 @@ def write_tiny_checkpoint(
         "pooler.dense.bias": np.zeros(hidden, np.float32),
     }
     shapes = {
-        "attention.self.query": (hidden, hidden), "attention.self.key": (hidden, hidden),
-        "attention.self.value": (hidden, hidden), "attention.output.dense": (hidden, hidden),
-        "intermediate.dense": (intermediate, hidden), "output.dense": (hidden, intermediate),
-    }  # fmt: skip
+        "attention.self.query": (hidden, hidden),
+        "attention.self.key": (hidden, hidden),
+        "attention.self.value": (hidden, hidden),
+        "attention.output.dense": (hidden, hidden),
+        "intermediate.dense": (intermediate, hidden),
+        "output.dense": (hidden, intermediate),
+    }
     for layer in range(layers):
         prefix = f"encoder.layer.{layer}"
         for name, shape in shapes.items():
@@ -118,11 +121,21 @@ def write_tiny_checkpoint(
             weights[f"{prefix}.{norm}.weight"] = np.ones(hidden, np.float32)
             weights[f"{prefix}.{norm}.bias"] = np.zeros(hidden, np.float32)
     config = {
-        "architectures": ["BertModel"], "model_type": "bert", "vocab_size": vocab, "hidden_size": hidden,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": intermediate,
-        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-        "max_position_embeddings": max_positions, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0,
-    }  # fmt: skip
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": intermediate,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": max_positions,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file(weights, out_dir / "model.safetensors", metadata={"format": "pt"})

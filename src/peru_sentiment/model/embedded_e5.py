@@ -35,15 +35,23 @@ BLOCK = 32  # Q4_0: 32 weights share one fp16 scale
 BLOCK_BYTES = 2 + BLOCK // 2
 
 _LAYER_NAMES = {
-    "q.w": "attention.self.query.weight", "q.b": "attention.self.query.bias",
-    "k.w": "attention.self.key.weight", "k.b": "attention.self.key.bias",
-    "v.w": "attention.self.value.weight", "v.b": "attention.self.value.bias",
-    "ao.w": "attention.output.dense.weight", "ao.b": "attention.output.dense.bias",
-    "aln.w": "attention.output.LayerNorm.weight", "aln.b": "attention.output.LayerNorm.bias",
-    "fi.w": "intermediate.dense.weight", "fi.b": "intermediate.dense.bias",
-    "fo.w": "output.dense.weight", "fo.b": "output.dense.bias",
-    "oln.w": "output.LayerNorm.weight", "oln.b": "output.LayerNorm.bias",
-}  # fmt: skip
+    "q.w": "attention.self.query.weight",
+    "q.b": "attention.self.query.bias",
+    "k.w": "attention.self.key.weight",
+    "k.b": "attention.self.key.bias",
+    "v.w": "attention.self.value.weight",
+    "v.b": "attention.self.value.bias",
+    "ao.w": "attention.output.dense.weight",
+    "ao.b": "attention.output.dense.bias",
+    "aln.w": "attention.output.LayerNorm.weight",
+    "aln.b": "attention.output.LayerNorm.bias",
+    "fi.w": "intermediate.dense.weight",
+    "fi.b": "intermediate.dense.bias",
+    "fo.w": "output.dense.weight",
+    "fo.b": "output.dense.bias",
+    "oln.w": "output.LayerNorm.weight",
+    "oln.b": "output.LayerNorm.bias",
+}
 _EMBEDDING_NAMES = {
     "emb.word": "embeddings.word_embeddings.weight",
     "emb.pos": "embeddings.position_embeddings.weight",
@@ -143,10 +151,16 @@ def read_e5_file(path: Path) -> E5File:
         tensors[name] = values
 
     shapes = {
-        "emb.word": (vocab, hidden), "emb.pos": (max_positions, hidden), "emb.type": (type_vocab, hidden),
-        "q.w": (hidden, hidden), "k.w": (hidden, hidden), "v.w": (hidden, hidden), "ao.w": (hidden, hidden),
-        "fi.w": (intermediate, hidden), "fo.w": (hidden, intermediate),
-    }  # fmt: skip
+        "emb.word": (vocab, hidden),
+        "emb.pos": (max_positions, hidden),
+        "emb.type": (type_vocab, hidden),
+        "q.w": (hidden, hidden),
+        "k.w": (hidden, hidden),
+        "v.w": (hidden, hidden),
+        "ao.w": (hidden, hidden),
+        "fi.w": (intermediate, hidden),
+        "fo.w": (hidden, intermediate),
+    }
     named = {}
     for name, values in tensors.items():
         if name in _EMBEDDING_NAMES:
@@ -157,9 +171,19 @@ def read_e5_file(path: Path) -> E5File:
             shapes.get(suffix, values.shape)
         )
     return E5File(
-        hidden, layers, heads, intermediate, vocab, max_positions, type_vocab, eps,
-        {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, pieces, scores, named,
-    )  # fmt: skip
+        hidden,
+        layers,
+        heads,
+        intermediate,
+        vocab,
+        max_positions,
+        type_vocab,
+        eps,
+        {"bos": bos, "eos": eos, "pad": pad, "unk": unk},
+        pieces,
+        scores,
+        named,
+    )
 
 
 def bert_config(model: E5File) -> dict:
@@ -237,8 +261,11 @@ def stored_piece_ids(model: E5File, texts: list[str]) -> list[list[int]]:
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    unigram = models.Unigram([(piece, float(score)) for piece, score in zip(model.pieces, model.scores, strict=True)],
-                             unk_id=model.special_ids["unk"], byte_fallback=False)  # fmt: skip
+    unigram = models.Unigram(
+        [(piece, float(score)) for piece, score in zip(model.pieces, model.scores, strict=True)],
+        unk_id=model.special_ids["unk"],
+        byte_fallback=False,
+    )
     tokenizer = Tokenizer(unigram)
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("  ", " ")])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")

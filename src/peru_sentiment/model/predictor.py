@@ -1,12 +1,13 @@
 """A trained classifier with its tokenizer: save, load and predict probabilities.
 
 Texts given to :meth:`SentimentPredictor.predict_proba` must already be
-prepared (``preprocess.prepare_text``), as the splits are.
+prepared (``text.prepare.prepare_text``), as the splits are.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -23,12 +24,20 @@ SETTINGS_FILE = "inference.json"
 
 
 class SentimentPredictor:
+    """`bucket_lengths` are the padded lengths the model was trained with; the export bundle keeps them."""
+
     def __init__(
-        self, model: keras.Model, encoder: TextEncoder, labels: tuple[str, ...] = LABELS, batch_size: int = 64
+        self,
+        model: keras.Model,
+        encoder: TextEncoder,
+        bucket_lengths: Sequence[int],
+        labels: tuple[str, ...] = LABELS,
+        batch_size: int = 64,
     ):
         import tensorflow as tf
 
         self.model, self.encoder, self.labels, self.batch_size = model, encoder, labels, batch_size
+        self.bucket_lengths = list(bucket_lengths)
         self._probabilities = tf.function(
             lambda inputs: tf.nn.softmax(model(inputs, training=False)), reduce_retracing=True
         )
@@ -47,7 +56,12 @@ class SentimentPredictor:
         # A new functional model over the same layers carries no optimizer state into the file.
         keras.Model(self.model.inputs, self.model.outputs, name=self.model.name).save(directory / MODEL_FILE)
         self.encoder.tokenizer.save(str(directory / TOKENIZER_FILE))
-        settings = {"labels": list(self.labels), "max_length": self.encoder.max_length, "prefix": self.encoder.prefix}
+        settings = {
+            "labels": list(self.labels),
+            "max_length": self.encoder.max_length,
+            "prefix": self.encoder.prefix,
+            "bucket_lengths": self.bucket_lengths,
+        }
         (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
@@ -62,8 +76,10 @@ class SentimentPredictor:
         from peru_sentiment.model import classifier  # noqa: F401  (registers the pooling layers)
 
         settings = json.loads((directory / SETTINGS_FILE).read_text())
+        if "bucket_lengths" not in settings:
+            raise ConfigError(f"{directory / SETTINGS_FILE} predates bucket_lengths; run `dvc repro train` again")
         model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
         encoder = TextEncoder(
             Tokenizer.from_file(str(directory / TOKENIZER_FILE)), settings["max_length"], settings["prefix"]
         )
-        return cls(model, encoder, tuple(settings["labels"]), batch_size)
+        return cls(model, encoder, settings["bucket_lengths"], tuple(settings["labels"]), batch_size)

@@ -22,8 +22,7 @@ from peru_sentiment.explain.explain import explain_text
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.report import analysis, figures, inputs
 from peru_sentiment.report.render import environment, explanation_views
-from peru_sentiment.schema import LABELS
-from peru_sentiment.training.trainer import MONITOR
+from peru_sentiment.schema import LABELS, MONITOR
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +142,11 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
 
     test = details["test"]
     scores = pd.DataFrame(
-        {name: {key: result[key] for key in ("macro_f1", "accuracy", "weighted_f1")}
-         for name, result in {"model": test["model"], **test["baselines"]}.items()}
-    ).T  # fmt: skip
+        {
+            name: {key: result[key] for key in ("macro_f1", "accuracy", "weighted_f1")}
+            for name, result in {"model": test["model"], **test["baselines"]}.items()
+        }
+    ).T
     mistakes = analysis.confident_mistakes(predictions, params.report.mistakes)
 
     predictor = SentimentPredictor.load(paths.model_dir, batch_size=params.report.batch_size)

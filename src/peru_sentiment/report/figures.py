@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from peru_sentiment.training.trainer import MONITOR
+from peru_sentiment.schema import MONITOR
 
 sns.set_theme(style="whitegrid", context="notebook")
 # Categorical axes of numbers ("16", "32") are intended; matplotlib would log a note for every one.
@@ -63,8 +63,9 @@ def sweep_figure(summary: pd.DataFrame, hyperparameters: list[str]) -> Figure:
             if values.min() > 0 and values.max() / values.min() > 2:
                 axis.set_xscale("log")
         else:
-            sns.stripplot(x=values.astype(str), y=completed[MONITOR], ax=axis, size=9, jitter=0.1,
-                          edgecolor="black", linewidth=1)  # fmt: skip
+            sns.stripplot(
+                x=values.astype(str), y=completed[MONITOR], ax=axis, size=9, jitter=0.1, edgecolor="black", linewidth=1
+            )
         axis.set(xlabel=name, ylabel="validation macro-F1")
     figure.suptitle(f"Sweep: {len(completed)} completed trials")
     return figure
@@ -103,8 +104,18 @@ def confusion_figure(labels: list[str], matrix: list[list[int]]) -> Figure:
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     annotations = np.vectorize(lambda c, s: f"{c}\n{s:.1%}")(counts, shares)
     figure, axis = _subplots(figsize=(4.8, 4))
-    sns.heatmap(shares, annot=annotations, fmt="", cmap="Blues", vmin=0, vmax=1, xticklabels=labels,
-                yticklabels=labels, ax=axis, cbar=False)  # fmt: skip
+    sns.heatmap(
+        shares,
+        annot=annotations,
+        fmt="",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        xticklabels=labels,
+        yticklabels=labels,
+        ax=axis,
+        cbar=False,
+    )
     axis.set(xlabel="predicted", ylabel="true")
     return figure
 
@@ -117,10 +128,20 @@ def calibration_figure(reliability: list[dict], ece: float) -> Figure:
         bins = pd.DataFrame(reliability)
         axis.plot(bins["confidence"], bins["accuracy"], marker="o", label="model")
         for _, row in bins.iterrows():
-            axis.annotate(f"{row['count']:.0f}", (row["confidence"], row["accuracy"]), fontsize=7,
-                          xytext=(3, -10), textcoords="offset points")  # fmt: skip
-    axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="mean confidence in bin", ylabel="accuracy in bin",
-             title=f"ECE {ece:.3f} (labels: texts per bin)")  # fmt: skip
+            axis.annotate(
+                f"{row['count']:.0f}",
+                (row["confidence"], row["accuracy"]),
+                fontsize=7,
+                xytext=(3, -10),
+                textcoords="offset points",
+            )
+    axis.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="mean confidence in bin",
+        ylabel="accuracy in bin",
+        title=f"ECE {ece:.3f} (labels: texts per bin)",
+    )
     axis.legend(loc="upper left")
     return figure
 
@@ -165,8 +186,13 @@ def timeline_figure(timeline: pd.DataFrame, events: list[dict]) -> Figure:
     figure, axes = _subplots(len(events), 1, figsize=(10, 2.4 * max(1, len(events))), squeeze=False, sharex=True)
     for number, (axis, event) in enumerate(zip(axes[:, 0], events, strict=True)):
         rows = timeline[timeline["incident"] == number]
-        axis.axvspan(pd.Timestamp(event["start"]), pd.Timestamp(event["end"]) + pd.Timedelta(days=1),
-                     color="tab:red", alpha=0.15, label=f"incident: {event['aspect']}")  # fmt: skip
+        axis.axvspan(
+            pd.Timestamp(event["start"]),
+            pd.Timestamp(event["end"]) + pd.Timedelta(days=1),
+            color="tab:red",
+            alpha=0.15,
+            label=f"incident: {event['aspect']}",
+        )
         axis.plot(rows["period"], rows["predicted_negative"], marker="o", label="predicted negative share")
         axis.plot(rows["period"], rows["true_negative"], linestyle="--", color="grey", label="true negative share")
         axis.set(ylim=(0, 1), title=f"{event['region_name']}: {event['description']}", ylabel="negative share")
@@ -178,8 +204,18 @@ def region_month_figure(share: pd.DataFrame, events: list[dict], names: dict[str
     """Predicted negative share per region and month on the test split; incident cells outlined in red."""
     figure, axis = _subplots(figsize=(8, 0.3 * len(share) + 1.5))
     labels = [names.get(code, code) for code in share.index]
-    sns.heatmap(share, cmap="Reds", vmin=0, vmax=1, ax=axis, yticklabels=labels, annot=True, fmt=".0%",
-                annot_kws={"fontsize": 7}, cbar_kws={"label": "predicted negative share"})  # fmt: skip
+    sns.heatmap(
+        share,
+        cmap="Reds",
+        vmin=0,
+        vmax=1,
+        ax=axis,
+        yticklabels=labels,
+        annot=True,
+        fmt=".0%",
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": "predicted negative share"},
+    )
     months = list(share.columns)
     for event in events:
         if event["region"] not in share.index:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from peru_sentiment import paths as layout
 from peru_sentiment.errors import ConfigError
+from peru_sentiment.paths import split_file
 
 SPLITS = ("train", "validation", "test")
 
@@ -17,19 +19,19 @@ SPLITS = ("train", "validation", "test")
 class Paths:
     """Where the pipeline writes what the report reads (the defaults are the DVC layout)."""
 
-    data_dir: Path = Path("data/processed")
-    events: Path = Path("data/raw/synthetic_events.json")
-    sweep_dir: Path = Path("experiments/sweep")
-    best_hparams: Path = Path("experiments/best_hparams.json")
-    live_dir: Path = Path("dvclive/train")
-    model_dir: Path = Path("models/trained")
-    metrics: Path = Path("reports/metrics.json")
-    evaluation_dir: Path = Path("reports/evaluation")
+    data_dir: Path = layout.PROCESSED
+    events: Path = layout.SYNTHETIC_EVENTS
+    sweep_dir: Path = layout.SWEEP
+    best_hparams: Path = layout.BEST_HPARAMS
+    live_dir: Path = layout.TRAIN_LIVE
+    model_dir: Path = layout.TRAINED
+    metrics: Path = layout.METRICS
+    evaluation_dir: Path = layout.EVALUATION
 
     @classmethod
     def under(cls, root: Path) -> Paths:
         """The default layout inside the project directory `root` (notebooks, tests)."""
-        return cls(**{name: Path(root) / value for name, value in cls().__dict__.items()})
+        return cls(**{name: layout.under(root, value) for name, value in cls().__dict__.items()})
 
 
 def _require(path: Path, stage: str) -> Path:
@@ -44,7 +46,7 @@ def read_json(path: Path, stage: str):
 
 def splits(paths: Paths) -> dict[str, pd.DataFrame]:
     """The train, validation and test splits."""
-    return {name: pd.read_parquet(_require(paths.data_dir / f"{name}.parquet", "split")) for name in SPLITS}
+    return {name: pd.read_parquet(_require(split_file(name, paths.data_dir), "split")) for name in SPLITS}
 
 
 def sweep_summary(paths: Paths) -> pd.DataFrame:

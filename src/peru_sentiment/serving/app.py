@@ -11,8 +11,8 @@ import threading
 
 from flask import Flask
 
-from peru_sentiment.data.synthetic import load_regions
 from peru_sentiment.export.bundle import ModelBundle, load_bundle
+from peru_sentiment.regions import load_regions, region_names
 from peru_sentiment.serving.errors import register_error_handlers
 from peru_sentiment.serving.metrics import ServiceMetrics
 from peru_sentiment.serving.openapi import openapi_document
@@ -25,7 +25,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     """The app, with its model loaded; warm-up runs in the background and /readyz reports when it is done."""
     settings = settings or load_settings()
     bundle = bundle or load_bundle(settings.model_dir, batch_size=settings.model_batch_size)
-    metrics = ServiceMetrics({region.code: region.name for region in load_regions(settings.regions_file)})
+    metrics = ServiceMetrics(region_names(load_regions(settings.regions_file)))
     metrics.set_model(bundle.version, bundle.checkpoint, bundle.training_distribution)
     service = PredictionService(
         bundle,

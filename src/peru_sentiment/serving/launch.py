@@ -32,14 +32,20 @@ def start_server(
     """
     port = free_port()
     env = {
-        **os.environ, "SENTIMENT_MODEL_DIR": str(bundle_dir), "SENTIMENT_BIND": f"127.0.0.1:{port}", **environment,
-    }  # fmt: skip
+        **os.environ,
+        "SENTIMENT_MODEL_DIR": str(bundle_dir),
+        "SENTIMENT_BIND": f"127.0.0.1:{port}",
+        **environment,
+    }
     gunicorn = Path(sys.executable).with_name("gunicorn")
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(gunicorn), "-c", str(GUNICORN_CONFIG), *extra_args], cwd=ROOT, env=env, stdout=log,
+            [str(gunicorn), "-c", str(GUNICORN_CONFIG), *extra_args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:

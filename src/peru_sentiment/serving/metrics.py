@@ -40,10 +40,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-from peru_sentiment.data.dedup import duplicate_key
-from peru_sentiment.data.ingest import region_lookup
 from peru_sentiment.monitoring import promql as names
-from peru_sentiment.schema import CHANNELS, LABELS, LANGUAGES, UNKNOWN_REGION
+from peru_sentiment.regions import region_code, region_lookup
+from peru_sentiment.schema import CHANNELS, LABELS, LANGUAGES
 from peru_sentiment.serving.errors import ERROR_KINDS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -75,9 +74,9 @@ class PredictionRecord:
 def normalize_region(value: str | None, regions: Mapping[str, str]) -> str:
     """The ISO 3166-2:PE code of a region given by code or name, any case, accents or not; else ``unknown``.
 
-    ``regions`` is ``data.ingest.region_lookup`` of the region names in ``configs/regions.yaml``.
+    ``regions`` is ``regions.region_lookup`` of the region names in ``configs/regions.yaml``.
     """
-    return regions.get(duplicate_key(value), UNKNOWN_REGION) if value else UNKNOWN_REGION
+    return region_code(value, regions)
 
 
 def normalize_channel(value: str | None) -> str:

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export.bundle import ModelBundle
 from peru_sentiment.tables import count_rows, read_table_chunks, table_format
 from peru_sentiment.text.normalize import has_lone_surrogate, is_blank
+from peru_sentiment.text.prepare import prepare_text
 
 log = logging.getLogger(__name__)
 

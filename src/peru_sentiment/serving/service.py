@@ -11,13 +11,13 @@ import logging
 import threading
 import time
 
-from peru_sentiment.data.preprocess import prepare_text
 from peru_sentiment.export.bundle import ModelBundle
 from peru_sentiment.serving.batcher import MicroBatcher
 from peru_sentiment.serving.metrics import PredictionRecord, ServiceMetrics
 from peru_sentiment.serving.schemas import ExplainRequest, FeedbackItem
 from peru_sentiment.text.language import LanguageDetector
 from peru_sentiment.text.normalize import is_blank
+from peru_sentiment.text.prepare import prepare_text
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ import stopwordsiso
 from nltk.stem.snowball import SnowballStemmer
 
 from peru_sentiment.errors import ConfigError
+from peru_sentiment.text.normalize import fold_accents
 from peru_sentiment.text.pii import PLACEHOLDERS
-from peru_sentiment.text.tokens import NEGATIONS, strip_accents, words
+from peru_sentiment.text.tokens import NEGATIONS, words
 
 STEPS = (
     "drop personal-data placeholders",
@@ -34,7 +35,7 @@ class ClassicalCleaner:
         if missing:
             raise ConfigError(f"no stopword list for {missing} (preprocess.stopwords)")
         stopwords = stopwordsiso.stopwords(list(stopword_languages))
-        self.stopwords = (frozenset(strip_accents(word) for word in stopwords) | frozenset(stopwords)) - NEGATIONS
+        self.stopwords = (frozenset(fold_accents(word) for word in stopwords) | frozenset(stopwords)) - NEGATIONS
         self.stemmers = {code: SnowballStemmer(name) for code, name in _STEMMERS.items()}
 
     def clean(self, text: str, language: str) -> str:
@@ -47,7 +48,7 @@ class ClassicalCleaner:
                 if any(not c.isascii() for c in token):  # emojis carry sentiment; punctuation does not
                     kept.append(token)
                 continue
-            plain = strip_accents(token)
+            plain = fold_accents(token)
             if plain in self.stopwords or plain.isdigit():
                 continue
             kept.append(stemmer.stem(plain))

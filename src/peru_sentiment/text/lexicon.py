@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.text.tokens import NEGATIONS, strip_accents, words
+from peru_sentiment.text.normalize import fold_accents
+from peru_sentiment.text.tokens import NEGATIONS, words
 
 # Normalisation constant of the score, as VADER uses: sum / sqrt(sum^2 + alpha) lies in (-1, 1).
 ALPHA = 15.0
@@ -52,7 +53,7 @@ class EmotionLexicon:
                     raise ConfigError(f"lexicon {path} not found (preprocess.lexicons.{language})")
                 table = read_afinn(path.read_text(encoding="utf-8").splitlines(), str(path))
             for word, value in list(table.items()):
-                table.setdefault(strip_accents(word), value)
+                table.setdefault(fold_accents(word), value)
                 if not any(c.isalpha() for c in word):
                     symbols[word] = value
             self.tables[language] = table
@@ -68,7 +69,7 @@ class EmotionLexicon:
         total = 0.0
         tokens = words(text)
         for index, token in enumerate(tokens):
-            value = table.get(token, table.get(strip_accents(token)))
+            value = table.get(token, table.get(fold_accents(token)))
             if value is None:
                 continue
             if any(previous in NEGATIONS for previous in tokens[max(0, index - 2) : index]):

@@ -36,3 +36,14 @@ def is_blank(text: str) -> bool:
 def has_lone_surrogate(text: str) -> bool:
     """True when `text` holds a UTF-16 surrogate on its own (JSON allows ``"\\udc00"``; it is no character)."""
     return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def fold_accents(text: str) -> str:
+    """Drop diacritics ("qué rápido" -> "que rapido", "ñ" -> "n"); case and everything else kept."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
+
+
+def comparison_key(text: str) -> str:
+    """`text` with case, accents, compatibility forms and runs of spaces ignored: equal keys, same words."""
+    return _SPACES.sub(" ", fold_accents(unicodedata.normalize("NFKC", text.casefold()))).strip()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from nltk.tokenize import TweetTokenizer
 
@@ -20,8 +19,3 @@ def words(text: str) -> list[str]:
     """Lower-cased tokens with letter runs shortened ("buenísimooo" -> "buenísimo"); emojis are tokens."""
     tokens = _TOKENIZER.tokenize(text)
     return [_REPEATS.sub(r"\1", token) for token in tokens]
-
-
-def strip_accents(token: str) -> str:
-    decomposed = unicodedata.normalize("NFD", token)
-    return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))

@@ -1,7 +1,7 @@
 """Hyperparameter sweep with Keras Tuner; objective: validation macro-F1.
 
 The search space lives in ``configs/tuning/*.yaml``. Each trial fine-tunes a
-fresh classifier (:class:`~peru_sentiment.training.trainer.Classifier`) on a
+fresh classifier (:class:`~peru_sentiment.training.trainer.FineTuner`) on a
 sample of the training split and records its hyperparameters, metrics per
 epoch and duration. The best hyperparameters go to a JSON file the ``train``
 stage reads.
@@ -24,9 +24,13 @@ from pathlib import Path
 import keras_tuner as kt
 import pandas as pd
 
-from peru_sentiment.config import Hyperparameters, TrainParams, load_yaml
+from peru_sentiment.artifacts import read_table
+from peru_sentiment.config import Hyperparameters, Params, TrainParams, load_yaml
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.training.trainer import MONITOR, Classifier, encode_split, sample_rows
+from peru_sentiment.metadata import write_json
+from peru_sentiment.paths import split_file
+from peru_sentiment.schema import MONITOR
+from peru_sentiment.training.trainer import FineTuner, encode_split, sample_rows, set_global_training_state
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +69,25 @@ def sample_hyperparameters(hp: kt.HyperParameters, space: dict) -> dict:
 class SentimentHyperModel(kt.HyperModel):
     """Builds a classifier for a trial's hyperparameters and fits it on the trial's data."""
 
-    def __init__(self, checkpoint: str, base: TrainParams, space: dict, prefix: str,
-                 train: pd.DataFrame, validation: pd.DataFrame, records: Path):  # fmt: skip
+    def __init__(
+        self,
+        checkpoint: str,
+        base: TrainParams,
+        space: dict,
+        prefix: str,
+        train: pd.DataFrame,
+        validation: pd.DataFrame,
+        records: Path,
+    ):
         super().__init__(name="sentiment")
         self.checkpoint, self.base, self.space, self.prefix = checkpoint, base, space, prefix
         self.train, self.validation, self.records = train, validation, records
-        self._classifier: Classifier | None = None
+        self._classifier: FineTuner | None = None
 
     def build(self, hp: kt.HyperParameters):
         params = self.base.with_hyperparameters(sample_hyperparameters(hp, self.space))
-        self._classifier = Classifier(self.checkpoint, params, self.prefix)
+        set_global_training_state(params)
+        self._classifier = FineTuner(self.checkpoint, params, self.prefix)
         return self._classifier.model
 
     def fit(self, hp: kt.HyperParameters, model, *args, callbacks=None, **kwargs):
@@ -108,10 +121,20 @@ def _key(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def is_worker() -> bool:
+    """Whether this process is a worker of a distributed sweep (the chief serves the oracle)."""
+    return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
+
+
 def make_tuner(hypermodel: SentimentHyperModel, config: dict, directory: Path, overwrite: bool) -> kt.Tuner:
     objective = kt.Objective(MONITOR, direction="max")
-    common = {"objective": objective, "directory": str(directory), "project_name": "trials",
-              "overwrite": overwrite, "seed": config.get("seed")}  # fmt: skip
+    common = {
+        "objective": objective,
+        "directory": str(directory),
+        "project_name": "trials",
+        "overwrite": overwrite,
+        "seed": config.get("seed"),
+    }
     if config["algorithm"] == "hyperband":
         return kt.Hyperband(hypermodel, max_epochs=config.get("max_epochs", 2), **common)
     return ALGORITHMS[config["algorithm"]](hypermodel, max_trials=config.get("max_trials", 3), **common)
@@ -135,8 +158,7 @@ def run_sweep(
     validation = sample_rows(validation, validation_rows, base.seed)
     hypermodel = SentimentHyperModel(checkpoint, base, config["space"], prefix, train, validation, directory / RECORDS)
     # In a distributed sweep only the chief may clear the shared directory.
-    is_worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
-    tuner = make_tuner(hypermodel, config, directory, overwrite and not is_worker)
+    tuner = make_tuner(hypermodel, config, directory, overwrite and not is_worker())
     log.info("sweep: %s over %d training texts, %d validation texts", config["algorithm"], len(train), len(validation))
     tuner.search()
     # Keras Tuner keeps each trial's best weights; train retrains the best configuration, so drop them.
@@ -169,3 +191,30 @@ def summarize(tuner: kt.Tuner, base: TrainParams, directory: Path) -> tuple[pd.D
     best = {k: v for k, v in best_values.items() if k in Hyperparameters.model_fields}
     best_params = base.with_hyperparameters(best)
     return table, {name: getattr(best_params, name) for name in Hyperparameters.model_fields}
+
+
+def tune_hyperparameters(params: Params, data_dir: Path, directory: Path, best: Path, resume: bool = False) -> dict:
+    """The ``tune`` stage: sweep, then (on the chief) write the summary and the best hyperparameters.
+
+    Returns the stage record; empty on a worker of a distributed sweep.
+    """
+    tuner = run_sweep(
+        read_table(split_file("train", data_dir)),
+        read_table(split_file("validation", data_dir)),
+        checkpoint=params.model.checkpoint,
+        base=params.train.model_copy(update={"epochs": params.tune.epochs}),
+        prefix=params.model.text_prefix,
+        config=load_search_space(params.tune.search_space),
+        directory=directory,
+        train_rows=params.tune.train_rows,
+        validation_rows=params.tune.validation_rows,
+        overwrite=not resume,
+    )
+    if is_worker():
+        return {}
+    table, best_values = summarize(tuner, params.train, directory)
+    table.to_csv(directory / "summary.csv", index=False)
+    (directory / "summary.md").write_text(table.to_markdown(index=False) + "\n", encoding="utf-8")
+    write_json(best, best_values)
+    log.info("best hyperparameters: %s", best_values)
+    return {"trials": len(table), "best": best_values, "best_val_macro_f1": float(table[MONITOR].max())}

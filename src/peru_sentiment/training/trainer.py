@@ -1,7 +1,7 @@
 """Fine-tuning: datasets, optimiser and loss, and the fit loop with early stopping on macro-F1.
 
 The same functions serve the ``tune`` stage (one call per trial) and the
-``train`` stage (the best configuration, retrained).
+``train`` stage (the best configuration, retrained: ``training.retrain``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from peru_sentiment.config import TrainParams
 from peru_sentiment.model.checkpoints import load_backbone, load_tokenizer
 from peru_sentiment.model.classifier import build_classifier, freeze
 from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, make_dataset
-from peru_sentiment.schema import LABEL_TO_ID, LABELS
+from peru_sentiment.model.predictor import SentimentPredictor
+from peru_sentiment.schema import LABEL_TO_ID, LABELS, MONITOR
 
 log = logging.getLogger(__name__)
-
-MONITOR = "val_macro_f1"
 
 
 @dataclass
@@ -83,24 +82,39 @@ def compile_classifier(model: keras.Model, params: TrainParams, total_steps: int
     )
 
 
-class Classifier:
-    """A checkpoint's tokenizer and a freshly headed classifier, ready to fit."""
+def set_global_training_state(params: TrainParams) -> None:
+    """Seed Python, NumPy and TensorFlow and set Keras's precision policy: process-wide, before building a model."""
+    keras.utils.set_random_seed(params.seed)
+    policy = "float32" if params.mixed_precision == "none" else params.mixed_precision
+    keras.mixed_precision.set_global_policy(policy)
+
+
+class FineTuner:
+    """A checkpoint's tokenizer and a freshly headed classifier, ready to fine-tune.
+
+    Call :func:`set_global_training_state` first: the seed and precision policy apply to the layers built here.
+    """
 
     def __init__(self, checkpoint: str, params: TrainParams, text_prefix: str = ""):
         self.params = params
         self.encoder = TextEncoder(load_tokenizer(checkpoint), params.max_length, text_prefix)
-        keras.utils.set_random_seed(params.seed)
-        policy = "float32" if params.mixed_precision == "none" else params.mixed_precision
-        keras.mixed_precision.set_global_policy(policy)
         backbone = load_backbone(checkpoint)
         freeze(backbone, params.trainable_layers, params.freeze_word_embeddings)
         self.model = build_classifier(backbone, len(LABELS), params.pooling, params.dropout)
 
+    @property
+    def bucket_lengths(self) -> list[int]:
+        """The padded lengths of the batches: what the trained model is saved with."""
+        return bucket_lengths_for(self.params.max_length, self.params.bucket_lengths)
+
+    def predictor(self) -> SentimentPredictor:
+        """The fitted classifier with its tokenizer and bucket lengths, ready to save or predict."""
+        return SentimentPredictor(self.model, self.encoder, self.bucket_lengths)
+
     def datasets(self, train: EncodedSplit, validation: EncodedSplit):
-        lengths = bucket_lengths_for(self.params.max_length, self.params.bucket_lengths)
         common = {
             "batch_size": self.params.batch_size,
-            "bucket_lengths": lengths,
+            "bucket_lengths": self.bucket_lengths,
             "pad_id": self.encoder.pad_id,
             "num_classes": len(LABELS),
             "pad_to_bucket": self.params.jit_compile,
@@ -118,7 +132,7 @@ class Classifier:
         """Fit with early stopping on validation macro-F1; the best epoch's weights are kept."""
         params = self.params
         train_ds, validation_ds = self.datasets(train, validation)
-        steps_per_epoch = int(np.ceil(len(train) / params.batch_size)) + len(params.bucket_lengths)
+        steps_per_epoch = int(train_ds.cardinality())  # exact: make_dataset counts the batches of each bucket
         compile_classifier(self.model, params, steps_per_epoch * params.epochs)
         stopping = keras.callbacks.EarlyStopping(
             monitor=MONITOR, mode="max", patience=params.early_stopping_patience, restore_best_weights=True
