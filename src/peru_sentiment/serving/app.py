@@ -175,6 +175,8 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     def readyz():
         if not service.ready:
             return _error_response(503, "not_ready", "the model is still warming up")
+        if service.stopping:
+            return _error_response(503, "not_ready", "the server is shutting down")
         return jsonify({"status": "ready", "model_version": bundle.version})
 
     @app.get("/metrics")
