@@ -7,8 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests need: prometheus provides `prometheus` and `promtool`;
-# chromium opens the HTML report headless.
-SYSTEM_PACKAGES := prometheus chromium
+# chromium opens the HTML report headless; nginx is the reverse proxy of the deployment tests.
+SYSTEM_PACKAGES := prometheus chromium nginx
 
 .PHONY: setup system-deps repro test lint format clean
 

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import yaml
 
-from peru_sentiment.serving.launch import nginx_binary, start_deployment
+from peru_sentiment.serving.launch import (
+    NGINX_TEMPLATE,
+    PLACEHOLDER,
+    ROOT,
+    nginx_binary,
+    render_nginx_config,
+    start_deployment,
+)
 
 pytestmark = pytest.mark.skipif(
     nginx_binary() is None, reason="nginx is not installed: `make system-deps` (or apt-get install nginx)"
@@ -92,3 +102,24 @@ def test_readiness_turns_503_on_sigterm_while_in_flight_requests_finish(deployme
     assert deployment.server.wait(timeout=30) == 0
     status, body, headers = _request(deployment.url, "/v1/predict", {"text": "hola"})
     assert (status, body["error"]["type"], headers["Retry-After"]) == (503, "unavailable", "1"), "a clean 503"
+
+
+def test_docker_compose_runs_the_same_nginx_config_and_publishes_only_the_proxy(tmp_path):
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    proxy, app = services["proxy"], services["app"]
+    assert "./serve/nginx.conf:/etc/nginx/sentiment.conf.template:ro" in proxy["volumes"]
+    placeholders = set(PLACEHOLDER.findall(NGINX_TEMPLATE.read_text()))
+    substituted = set(re.findall(r"\$\$\{(\w+)\}", re.search(r"envsubst '([^']+)'", proxy["command"][2]).group(1)))
+    assert placeholders == substituted == set(proxy["environment"])
+    assert "ports" not in app and ":?" in app["environment"]["SENTIMENT_API_KEY"], "no API published without a key"
+
+    config = tmp_path / "nginx.conf"
+    config.write_text(
+        render_nginx_config(
+            NGINX_TEMPLATE.read_text(),
+            **proxy["environment"] | {"UPSTREAM": "127.0.0.1:8000", "RUNTIME_DIR": str(tmp_path)},
+        )
+    )
+    checked = subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(config), "-e", "stderr"],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
