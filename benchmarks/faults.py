@@ -265,7 +265,7 @@ def print_table(results: dict) -> None:
     print("|---|---|---|---|")
     for name, run in (("through nginx", slow), ("straight to gunicorn", direct)):
         print(_row([f"{run['slow_connections_open']} slow clients, {name}",
-                    f"normal-client p99 (p50), failed of {run['requests']}",
+                    f"normal-client p99 (p50) of the answered; failed of {run['requests']}",
                     f"{run['p99_ms']:.0f} ms ({run['p50_ms']:.0f} ms), {run['failed']}",
                     "≤ 1000 ms, 0" if name == "through nginx" else "(comparison)"]))  # fmt: skip
     print(_row([f"SIGKILL of 1 of {kill['workers']} workers, {kill['clients']} clients",
