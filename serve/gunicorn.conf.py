@@ -10,7 +10,7 @@ micro-batcher's ``model_threads``, taking batches from one shared queue).
 
 Two workers at least, even on 2 cores: with one, a crashed worker (out of
 memory, a native fault) means no service at all until its replacement has
-loaded and warmed up the model (~29 s measured with e5-small). With two, the
+loaded and warmed up the model (e5-small: 34 s measured by faults.py). With two, the
 other keeps answering while the master starts a replacement, and only the
 dead worker's in-flight requests fail. The price, measured with an e5-small
 bundle, 16 clients, 1 and 2 workers in alternating 8 s runs (on a shared
