@@ -1,6 +1,7 @@
 # The sentiment service: Flask under gunicorn, metrics in Prometheus multiprocess mode.
 # Build from the repository root: docker build -t peru-sentiment .
 # The model bundle is not in the image: mount an export bundle (or the export root) at /models.
+# Run it behind nginx (serve/nginx.conf), as docker-compose.yml does: gunicorn alone is open to slow clients.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -14,8 +14,8 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 # A profile (configs/profiles/<name>.yaml) to switch params.yaml to before `make repro`.
 PROFILE ?=
 # Debian packages the tests need: prometheus provides `prometheus` and `promtool`;
-# chromium opens the HTML report headless.
-SYSTEM_PACKAGES := prometheus chromium
+# chromium opens the HTML report headless; nginx is the reverse proxy of the deployment tests.
+SYSTEM_PACKAGES := prometheus chromium nginx
 
 .PHONY: setup system-deps repro test lint format serve lab clean
 

@@ -1,33 +1,56 @@
-"""Production server: ``gunicorn -c serve/gunicorn.conf.py`` from the repository root.
+"""Production server: ``gunicorn -c serve/gunicorn.conf.py`` from the repository root, behind
+nginx (``serve/nginx.conf``), which holds slow clients so that these threads only see whole requests.
 
-Why these numbers (measured with benchmarks/serve_throughput.py on 2 cores).
+Why these numbers (measured with benchmarks/serve_throughput.py and benchmarks/faults.py on 2 cores).
 Feedback texts are short, so a batch's matrices are small and splitting one
 model call over two threads costs more in synchronisation than it gains. So
 TensorFlow runs each call on one thread (``TF_NUM_INTRAOP_THREADS=1``), and
-each worker runs as many calls at once as it has cores (the micro-batcher's
-``model_threads``, taking batches from one shared queue, so the cores stay
-evenly loaded). One worker then uses the whole machine and holds the model
-once (e5-small: about 0.5 GB); with 16 concurrent clients this answered ~85
-predictions/s against ~57 for one model thread using both cores, and ~80 for
-two single-threaded workers, whose clients were unevenly split between them.
-Set ``SENTIMENT_WORKERS`` above 1 only on machines with many cores (the cores
-are divided among the workers). The threads of a worker only parse JSON,
-clean text and wait for the batcher, so many of them (``SENTIMENT_THREADS``,
-default 32) keep the model threads busy without costing CPU.
+each worker runs as many calls at once as its share of the cores (the
+micro-batcher's ``model_threads``, taking batches from one shared queue).
+
+Two workers at least, even on 2 cores: with one, a crashed worker (out of
+memory, a native fault) means no service at all until its replacement has
+loaded and warmed up the model (e5-small: 34 s measured by faults.py). With two, the
+other keeps answering while the master starts a replacement, and only the
+dead worker's in-flight requests fail. The price, measured with an e5-small
+bundle, 16 clients, 1 and 2 workers in alternating 8 s runs (on a shared
+machine, so compare the ratios): memory 1.9 -> 3.9 GB RSS (1.6 -> 3.1 GB PSS),
+and ~20% fewer predictions per busy core (median 88 -> 71; 44 -> 36
+predictions/s, p99 630 -> 1080 ms), as each worker batches only its own
+clients' texts on its own core. Availability is worth that here; set
+``SENTIMENT_WORKERS=1`` where throughput on 2 cores matters more than a crash
+gap. Above 8 cores, one worker per 4 cores. ``preload_app`` (load once in the
+master, then fork) is not used: TensorFlow is not fork-safe once its runtime
+has started.
+
+A worker accepts connections only after its model is warmed up
+(``post_worker_init``), so a replacement never answers "warming up". The
+threads of a worker only parse JSON, clean text and wait for the batcher,
+so many of them (``SENTIMENT_THREADS``, default 32) keep the model threads
+busy without costing CPU.
+
+Shutdown (SIGTERM): each worker reports not ready on ``/readyz`` at once and
+keeps serving for ``SENTIMENT_DRAIN_S`` (default 2 s: time for a load
+balancer's probe to take it out), then stops accepting and finishes its
+in-flight requests (``graceful_timeout``). Requests nginx cannot deliver
+after that get its clean JSON 503 with ``Retry-After``.
 
 Environment: ``SENTIMENT_BIND`` (default 127.0.0.1:8000), ``SENTIMENT_WORKERS``,
-``SENTIMENT_THREADS``, plus the server settings ``SENTIMENT_*`` (configs/serve.yaml).
-Prometheus metrics of all workers are aggregated through files in
-``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary directory unless set).
-SIGTERM stops accepting connections and lets in-flight requests finish
-(``graceful_timeout``) before the workers exit.
+``SENTIMENT_THREADS``, ``SENTIMENT_DRAIN_S``, plus the server settings ``SENTIMENT_*``
+(configs/serve.yaml). Prometheus metrics of all workers are aggregated through files
+in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary directory unless set).
 """
 
+import gc
 import os
+import signal
 import tempfile
+import threading
+import time
 
 cores = os.cpu_count() or 1
-workers = int(os.environ.get("SENTIMENT_WORKERS", 1))
+workers = int(os.environ.get("SENTIMENT_WORKERS", max(2, cores // 4)))
+drain_seconds = float(os.environ.get("SENTIMENT_DRAIN_S", 2))
 threads = int(os.environ.get("SENTIMENT_THREADS", 32))
 worker_class = "gthread"
 bind = os.environ.get("SENTIMENT_BIND", "127.0.0.1:8000")
@@ -44,11 +67,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="peru-sentiment-metrics-"))
 
 from peru_sentiment.serving import metrics  # noqa: E402
+from peru_sentiment.serving.settings import EXTENSION  # noqa: E402
 
 child_exit = metrics.child_exit  # a dead worker's live gauges (in flight, model info) are dropped
 
 timeout = 120  # loading and warming the model happens in the worker before it answers
-graceful_timeout = 30
+graceful_timeout = 30  # drain + the slowest request (request_timeout_s: 20 s)
 keepalive = 5
 limit_request_line = 4096
 limit_request_fields = 50
@@ -64,8 +88,38 @@ def on_starting(server):
     metrics.reset_multiprocess_dir()
 
 
+def _service(worker):
+    """The worker's PredictionService, or None under another app (the benchmark's naive server)."""
+    state = getattr(getattr(worker, "wsgi", None), "extensions", {}).get(EXTENSION)
+    return state.service if state is not None else None
+
+
+def post_worker_init(worker):
+    """Accept connections only once the model is warm; on SIGTERM, turn /readyz to 503 before stopping."""
+    service = _service(worker)
+    if service is None:  # another app under this configuration (benchmarks/serve_throughput.py's naive server)
+        return
+    while not service.ready:
+        time.sleep(0.05)
+    worker.log.info("worker %s ready", worker.pid)
+    stop = worker.handle_exit
+
+    def begin_shutdown(signum, frame):
+        if not service.stopping:
+            service.begin_shutdown()
+            timer = threading.Timer(drain_seconds, stop, (signum, frame))
+            timer.daemon = True
+            timer.start()
+
+    signal.signal(signal.SIGTERM, begin_shutdown)
+
+
 def worker_exit(server, worker):
     """Finish the batches already queued before the worker process ends."""
-    service = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("peru_sentiment")
+    service = _service(worker)
     if service is not None:
         service.close()
+    if os.getpid() == worker.pid:  # (gunicorn also calls this hook in the master)
+        # The interpreter's final garbage collection walks TensorFlow's object graphs for
+        # ~5 s of CPU (tiny model) before the process can end; the OS frees the memory anyway.
+        gc.freeze()

@@ -24,9 +24,8 @@ from peru_sentiment.serving.errors import ApiError, error_response
 from peru_sentiment.serving.metrics import ServiceMetrics
 from peru_sentiment.serving.schemas import ExplainRequest, FeedbackItem, PredictBatch
 from peru_sentiment.serving.service import EmptyAfterCleaning, PredictionService
-from peru_sentiment.serving.settings import ServeSettings
+from peru_sentiment.serving.settings import EXTENSION, ServeSettings
 
-EXTENSION = "peru_sentiment"
 ATTENTION_DECIMALS = 4  # attention weights in the JSON: enough to draw them, a third of the bytes of full floats
 _READ_SIZE = 64 * 1024
 
@@ -198,6 +197,8 @@ def readyz() -> Response:
     state = _state()
     if not state.service.ready:
         return error_response(503, "not_ready", "the model is still warming up")
+    if state.service.stopping:
+        return error_response(503, "not_ready", "the server is shutting down")
     return jsonify({"status": "ready", "model_version": state.bundle.version})
 
 

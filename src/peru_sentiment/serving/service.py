@@ -45,14 +45,24 @@ class PredictionService:
             bundle.predict_proba, micro_batch_size, max_wait_s, metrics.observe_batch, threads=model_threads
         )
         self._ready = threading.Event()
+        self._stopping = threading.Event()
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def stopping(self) -> bool:
+        """Graceful shutdown has begun: /readyz says 503, requests that still arrive are answered."""
+        return self._stopping.is_set()
+
+    def begin_shutdown(self) -> None:
+        self._stopping.set()
+
     def warm_up(self) -> None:
         """Run every padded length the model will see once, so the first requests are not slow."""
         start = time.perf_counter()
+        self.detector.detect(["hola, buenas tardes"])  # lingua loads its language models on first use (~1 s)
         for length in self.bundle.preprocessing["bucket_lengths"]:
             text = " ".join(["bien"] * max(length - 4, 1))
             for batch in (1, self.bundle.batch_size):

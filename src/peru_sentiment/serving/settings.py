@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from peru_sentiment.errors import ConfigError
 
+# The key under which the app keeps its state in Flask's `app.extensions` (read by the routes and
+# gunicorn's hooks; defined here, away from the model code, so the gunicorn master need not import TensorFlow).
+EXTENSION = "peru_sentiment"
+
 DEFAULT_CONFIG = Path("configs/serve.yaml")
 MIN_API_KEY_CHARS = 16
 
