@@ -96,3 +96,13 @@ def clone_checkout(target: Path) -> Path:
         else:
             destination.unlink(missing_ok=True)
     return target
+
+
+def run_predict(bundle: Path, source: Path, output: Path, *options: str):
+    """`peru-sentiment predict` on a file through the CLI, without a progress bar; the typer result."""
+    from typer.testing import CliRunner
+
+    from peru_sentiment.cli import app
+
+    command = ["predict", "--model", str(bundle), "--input", str(source), "--output", str(output), "--no-progress"]
+    return CliRunner().invoke(app, [*command, *options])

@@ -8,9 +8,8 @@ import json
 import pandas as pd
 import pytest
 from gunicorn.http.errors import InvalidChunkSize
-from typer.testing import CliRunner
 
-from peru_sentiment.cli import app as cli
+from helpers import run_predict
 from peru_sentiment.config import SourceParams
 from peru_sentiment.data.ingest import import_feedback
 from peru_sentiment.errors import ConfigError, DataError
@@ -150,35 +149,18 @@ def test_explain_length_and_attention_are_capped(tiny_bundle):
     app.extensions[EXTENSION].close()
 
 
-def _predict(tiny_bundle, source, output, *extra):
-    return CliRunner().invoke(
-        cli,
-        [
-            "predict",
-            "--model",
-            str(tiny_bundle),
-            "--input",
-            str(source),
-            "--output",
-            str(output),
-            "--no-progress",
-            *extra,
-        ],
-    )
-
-
 def test_a_failed_predict_keeps_the_previous_output_and_leaves_no_partial_file(tiny_bundle, tmp_path):
     output = tmp_path / "out.csv"
     output.write_text("previous results\n")
     bad_column = tmp_path / "in.csv"
     pd.DataFrame({"body": ["hola"]}).to_csv(bad_column, index=False)
-    assert _predict(tiny_bundle, bad_column, output).exit_code != 0
+    assert run_predict(tiny_bundle, bad_column, output).exit_code != 0
     assert output.read_text() == "previous results\n"
 
     broken = tmp_path / "in.jsonl"
     good = "\n".join(json.dumps({"text": f"rico pollo {n}"}) for n in range(30))
     broken.write_text(good + "\n{not json\n" + good + "\n")
-    result = _predict(tiny_bundle, broken, output, "--chunk-rows", "8")
+    result = run_predict(tiny_bundle, broken, output, "--chunk-rows", "8")
     assert result.exit_code != 0 and isinstance(result.exception, DataError)
     assert output.read_text() == "previous results\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in.csv", "in.jsonl", "out.csv"]
@@ -188,7 +170,7 @@ def test_parquet_output_when_the_first_chunk_has_no_valid_text(tiny_bundle, tmp_
     source = tmp_path / "in.jsonl"
     rows = [{"id": n, "text": "   " if n < 5 else "rico pollo"} for n in range(12)]
     source.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    result = _predict(tiny_bundle, source, tmp_path / "out.parquet", "--chunk-rows", "5")
+    result = run_predict(tiny_bundle, source, tmp_path / "out.parquet", "--chunk-rows", "5")
     assert result.exit_code == 0, result.output
     written = pd.read_parquet(tmp_path / "out.parquet")
     assert len(written) == 12 and written["label"].isna().sum() == 5 and written["label"].notna().sum() == 7
@@ -198,26 +180,26 @@ def test_csv_output_neutralises_formulas_unless_told_not_to(tiny_bundle, tmp_pat
     source = tmp_path / "in.csv"
     texts = ['=HYPERLINK("http://x")', "+1+2 llegó frío", "@SUM(A1)", "-2+3", "rico", "-5"]
     pd.DataFrame({"text": texts}).to_csv(source, index=False)
-    assert _predict(tiny_bundle, source, tmp_path / "out.csv").exit_code == 0
+    assert run_predict(tiny_bundle, source, tmp_path / "out.csv").exit_code == 0
     written = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
     assert written["text"].tolist() == ["'" + t for t in texts[:4]] + ["rico", "-5"]
-    assert _predict(tiny_bundle, source, tmp_path / "raw.csv", "--no-escape-formulas").exit_code == 0
+    assert run_predict(tiny_bundle, source, tmp_path / "raw.csv", "--no-escape-formulas").exit_code == 0
     assert pd.read_csv(tmp_path / "raw.csv", dtype=str)["text"].tolist() == texts
 
 
 def test_predict_reads_a_latin1_file_with_encoding(tiny_bundle, tmp_path):
     source = tmp_path / "in.csv"
     source.write_bytes("text\nQué rico llegó caliente\n".encode("latin-1"))
-    failed = _predict(tiny_bundle, source, tmp_path / "out.csv")
+    failed = run_predict(tiny_bundle, source, tmp_path / "out.csv")
     assert failed.exit_code != 0 and "--encoding" in str(failed.exception)
-    assert _predict(tiny_bundle, source, tmp_path / "out.csv", "--encoding", "latin-1").exit_code == 0
+    assert run_predict(tiny_bundle, source, tmp_path / "out.csv", "--encoding", "latin-1").exit_code == 0
     assert pd.read_csv(tmp_path / "out.csv")["text"].tolist() == ["Qué rico llegó caliente"]
 
 
 def test_a_csv_row_with_more_fields_than_the_header_is_an_error_not_a_shifted_table(tiny_bundle, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("text,id\nhola, que tal,1\nbien,2\n")  # an unquoted comma in the first text
-    result = _predict(tiny_bundle, source, tmp_path / "out.csv")
+    result = run_predict(tiny_bundle, source, tmp_path / "out.csv")
     assert isinstance(result.exception, DataError) and not (tmp_path / "out.csv").exists()
 
 

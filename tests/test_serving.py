@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from helpers import toy_feedback
+from helpers import run_predict, toy_feedback
 from peru_sentiment.cli import app as cli
 from peru_sentiment.export.bundle import BundleError, load_bundle
 from peru_sentiment.serving.app import create_app
@@ -319,23 +319,7 @@ def test_predict_command_round_trip_keeps_every_row(tiny_bundle, bundle, tmp_pat
         ".parquet": lambda p: frame.to_parquet(p, index=False),
     }[suffix](source)
     output = tmp_path / f"out{suffix}"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "predict",
-            "--model",
-            str(tiny_bundle),
-            "--input",
-            str(source),
-            "--text-column",
-            "comment",
-            "--output",
-            str(output),
-            "--chunk-rows",
-            "7",
-            "--no-progress",
-        ],
-    )
+    result = run_predict(tiny_bundle, source, output, "--text-column", "comment", "--chunk-rows", "7")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["rows"] == 30 and summary["predicted"] == 28
