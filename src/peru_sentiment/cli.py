@@ -211,42 +211,89 @@ def train(
     live_dir: Path = typer.Option(Path("dvclive/train"), help="dvclive metrics and plots."),
     tensorboard_dir: Path = typer.Option(Path("experiments/tensorboard"), help="TensorBoard logs."),
 ) -> None:
-    """Retrain the best configuration on the training split; early stopping on validation macro-F1."""
-    import json
+    """Retrain the best configuration on the training split; early stopping on validation macro-F1.
 
+    Imported real rows join by their source's weight and cap (params: adaptation); imported
+    unlabelled rows, if any, add one round of self-training.
+    """
     import keras
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     from peru_sentiment.metadata import stage_record
     from peru_sentiment.model.predictor import SentimentPredictor
+    from peru_sentiment.training.adaptation import BertLearner, self_training_round, training_mix
     from peru_sentiment.training.distribution import strategy_scope
-    from peru_sentiment.training.trainer import Classifier, encode_split, sample_rows
 
     params = load_params(params_file)
-    if best.is_file():
-        hyperparameters = json.loads(best.read_text())
-        log.info("hyperparameters from %s: %s", best, hyperparameters)
-    else:
-        hyperparameters = {}
-        log.warning("%s not found: training with the defaults in params.yaml (run `dvc repro tune` first)", best)
-    train_params = params.train.with_hyperparameters(hyperparameters)
+    train_params = _best_train_params(params, best)
     with stage_record("train", Path("reports/stages/train.json")) as record:
-        training = sample_rows(_read_parquet(data_dir / "train.parquet"), train_params.train_rows, train_params.seed)
+        training = training_mix(
+            _read_parquet(data_dir / "train.parquet"), params.adaptation, train_params.train_rows, train_params.seed
+        )
         validation = _read_parquet(data_dir / "validation.parquet")
+        unlabelled_file = data_dir / "unlabelled.parquet"
+        unlabelled = _read_parquet(unlabelled_file) if unlabelled_file.is_file() else pd.DataFrame()
         with strategy_scope(train_params.distribution), Live(str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
-            classifier = Classifier(params.model.checkpoint, train_params, params.model.text_prefix)
+            learner = BertLearner(params.model.checkpoint, train_params, params.model.text_prefix)
             live.log_params(train_params.model_dump())
-            history = classifier.fit(
-                encode_split(training, classifier.encoder),
-                encode_split(validation, classifier.encoder),
+            history = learner.fit(
+                training, validation,
                 callbacks=[DVCLiveCallback(live=live), keras.callbacks.TensorBoard(str(tensorboard_dir))],
-            )
-        SentimentPredictor(classifier.model, classifier.encoder).save(out)
+            )  # fmt: skip
+            if params.adaptation.self_training.enabled and len(unlabelled):
+                record["self_training"] = self_training_round(
+                    learner, training, validation, unlabelled, params.adaptation.self_training, train_params.seed
+                )
+        SentimentPredictor(learner.classifier.model, learner.classifier.encoder).save(out)
         record.update(
-            rows_in=len(training), hyperparameters=train_params.model_dump(), epochs_run=len(history.history["loss"]),
-            best_val_macro_f1=max(history.history["val_macro_f1"]),
+            rows_in=len(training), hyperparameters=train_params.model_dump(), epochs_run=len(history["loss"]),
+            best_val_macro_f1=max(history["val_macro_f1"]),
+            rows_by_source={str(k): int(v) for k, v in training["source"].value_counts().sort_index().items()},
         )  # fmt: skip
+
+
+@app.command()
+def transfer(
+    real_dir: Path = typer.Option(..., "--real-dir", help="Folder of real sets: one CSV (text,label columns) per set."),
+    params_file: Path = ParamsOption,
+    data_dir: Path = typer.Option(Path("data/processed"), help="Folder with the synthetic train/validation splits."),
+    best: Path = typer.Option(Path("experiments/best_hparams.json"), help="Best hyperparameters, if tuned."),
+    out_dir: Path = typer.Option(Path("reports/transfer"), help="Folder for transfer.json and transfer.md."),
+    labelled_rows: list[int] = typer.Option([0, 100, 300, 1000], "--labelled-rows", help="N labelled real rows."),
+    learner: list[str] = typer.Option(["bert", "tfidf"], "--learner", help="bert (params: model, train) or tfidf."),
+    max_test_rows: int = typer.Option(1500, min=10, help="Cap on each set's test portion (stratified)."),
+    seed: int = typer.Option(0, help="Seed of the real sets' splits and samples."),
+) -> None:
+    """Transfer experiment: synthetic-trained models on real sets; prior adjustment, unlabelled, labelled rows."""
+    from peru_sentiment.evaluation import transfer as experiment
+    from peru_sentiment.evaluation.baselines import TfidfLearner
+    from peru_sentiment.metadata import write_json
+    from peru_sentiment.schema import SYNTHETIC_SOURCE
+    from peru_sentiment.training.adaptation import BertLearner, training_mix
+
+    params = load_params(params_file)
+    unknown = sorted(set(learner) - {"bert", "tfidf"})
+    if unknown:
+        raise PipelineError(f"unknown learner(s) {unknown}; use bert and/or tfidf")
+    train_params = _best_train_params(params, best)
+    factories = {
+        "bert": lambda: BertLearner(params.model.checkpoint, train_params, params.model.text_prefix),
+        "tfidf": lambda: TfidfLearner(seed),
+    }
+    protocol = experiment.TransferProtocol(max_test_rows=max_test_rows, seed=seed, labelled_rows=labelled_rows)
+    synthetic = {name: (frame := _read_parquet(data_dir / f"{name}.parquet"))[frame["source"] == SYNTHETIC_SOURCE]
+                 for name in ("train", "validation")}  # fmt: skip
+    synthetic_train = training_mix(synthetic["train"], params.adaptation, train_params.train_rows, train_params.seed)
+    real_sets = experiment.load_real_sets(real_dir, params.preprocess, protocol)
+    results = experiment.run_transfer(
+        {name: factories[name] for name in learner}, synthetic_train, synthetic["validation"], real_sets,
+        params.adaptation, protocol,
+    )  # fmt: skip
+    summary = experiment.summarize(results, real_sets, protocol)
+    write_json(out_dir / "transfer.json", summary)
+    (out_dir / "transfer.md").write_text(experiment.transfer_markdown(summary), encoding="utf-8")
+    typer.echo(f"wrote {out_dir / 'transfer.json'} and {out_dir / 'transfer.md'}")
 
 
 @app.command()
@@ -262,13 +309,16 @@ def evaluate(
     from peru_sentiment.metadata import stage_record, write_json
     from peru_sentiment.model.predictor import SentimentPredictor
 
-    params = load_params(params_file).evaluate
+    all_params = load_params(params_file)
+    params = all_params.evaluate
     with stage_record("evaluate", Path("reports/stages/evaluate.json")) as record:
         predictor = SentimentPredictor.load(model_dir, batch_size=params.batch_size)
         splits = {
             name: _read_parquet(data_dir / f"{name}.parquet") for name in ("train", "validation", "test", "external")
         }
-        headline, full, predictions = evaluate_model(predictor, splits, params)
+        if (data_dir / "unlabelled.parquet").is_file():  # only to estimate external label priors
+            splits["unlabelled"] = _read_parquet(data_dir / "unlabelled.parquet")
+        headline, full, predictions = evaluate_model(predictor, splits, params, all_params.train.class_weights)
         write_json(metrics, headline)
         write_json(details / "details.json", full)
         for name, frame in predictions.items():
@@ -424,6 +474,18 @@ def replay(
     typer.echo(report.summary())
     if report.failed:
         raise SystemExit(1)
+
+
+def _best_train_params(params, best: Path):
+    """Training parameters with the sweep's best hyperparameters, or the defaults when there is no sweep."""
+    import json
+
+    if not best.is_file():
+        log.warning("%s not found: training with the defaults in params.yaml (run `dvc repro tune` first)", best)
+        return params.train
+    hyperparameters = json.loads(best.read_text())
+    log.info("hyperparameters from %s: %s", best, hyperparameters)
+    return params.train.with_hyperparameters(hyperparameters)
 
 
 def _checkpoint_name(params) -> str:

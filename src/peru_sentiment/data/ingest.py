@@ -1,4 +1,7 @@
-"""Import of real labelled feedback from CSV, JSONL or Parquet files declared in params.
+"""Import of real feedback from CSV, JSONL or Parquet files declared in params.
+
+Sources with role ``unlabelled`` have no label (``label`` is empty); they only
+adapt the model and never reach the supervised loss or the evaluation.
 
 Every input row ends in exactly one of three places, and the stage checks it:
 ``rows in = accepted + quarantined + duplicates removed``.
@@ -147,7 +150,7 @@ def _convert(record: dict, source: SourceParams, stars_params: StarParams, regio
     text = record[mapping.text].strip()
     if not text:
         raise _Rejected("empty text")
-    stars = None
+    stars = label = None  # an unlabelled source maps neither
     if mapping.stars:
         raw = record[mapping.stars].strip()
         try:
@@ -157,7 +160,7 @@ def _convert(record: dict, source: SourceParams, stars_params: StarParams, regio
         if not 1 <= stars <= 5 or stars != float(raw):
             raise _Rejected(f"invalid stars {raw!r} (expected 1 to 5)")
         label = label_from_stars(stars, stars_params)
-    else:
+    elif mapping.label:
         raw = record[mapping.label].strip()
         label = source.labels.get(raw) if source.labels else raw.lower()
         if label not in LABELS:
