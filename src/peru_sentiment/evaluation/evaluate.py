@@ -83,13 +83,14 @@ def evaluate_model(
     }
     external = splits.get("external")
     if external is not None and len(external):
+        prior = training_prior(splits["train"]["label"], class_balanced)
         for source, rows in external.groupby("source"):
             log.info("scoring external set %s (%d texts)", source, len(rows))
             rows = rows.reset_index(drop=True)
             probabilities = predictor.predict_proba(rows["text"].tolist())
-            prior = training_prior(splits["train"]["label"], class_balanced)
-            shift = prior_shift(predictor, str(source), rows, probabilities, prior, splits.get("unlabelled"), params)
-            adjusted = adjust_to_prior(probabilities, prior, shift.pop("prior"))
+            target_prior, shift = prior_shift(predictor, str(source), probabilities, prior, splits.get("unlabelled"),
+                                              params)  # fmt: skip
+            adjusted = adjust_to_prior(probabilities, prior, target_prior)
             shift["macro_f1_unadjusted"] = macro_f1(rows["label"], probabilities)
             shift["macro_f1_adjusted"] = macro_f1(rows["label"], adjusted)
             used = adjusted if params.label_shift.adjust else probabilities
@@ -115,13 +116,14 @@ def evaluate_model(
 def prior_shift(
     predictor: SentimentPredictor,
     source: str,
-    rows: pd.DataFrame,
     probabilities: np.ndarray,
     source_prior: np.ndarray,
     unlabelled: pd.DataFrame | None,
     params: EvaluateParams,
-) -> dict:
+) -> tuple[np.ndarray, dict]:
     """EM estimate of an external source's label prior, from its own texts or its mapped unlabelled source.
+
+    Returns the estimated prior and what to report about it.
 
     Labels are never read: the estimate uses the model's probabilities only.
     """
@@ -136,8 +138,7 @@ def prior_shift(
         estimated_on, target_probabilities = f"external/{source} (its texts, not its labels)", probabilities
     estimate = estimate_prior(target_probabilities, source_prior, settings.max_iterations, settings.tolerance)
     log.info("%s: estimated label prior %s (%d EM iterations)", source, estimate.prior.round(3), estimate.iterations)
-    return {
-        "prior": estimate.prior,
+    return estimate.prior, {
         "estimated_on": estimated_on,
         "training_prior": dict(zip(LABELS, np.round(source_prior, 4).tolist(), strict=True)),
         "estimated_prior": dict(zip(LABELS, np.round(estimate.prior, 4).tolist(), strict=True)),
