@@ -206,6 +206,27 @@ def test_em_recovers_a_known_label_prior_and_the_adjustment_helps():
     assert estimate_prior(same, source).prior == pytest.approx(source, abs=0.03)
 
 
+def test_calibration_undoes_overconfidence_so_em_finds_the_prior():
+    from scipy.special import softmax
+
+    from peru_sentiment.evaluation.label_shift import LabelShift
+
+    source, target = np.array([0.3, 0.2, 0.5]), np.array([0.15, 0.7, 0.15])
+
+    def overconfident(posteriors):  # a model that is sure of itself: temperature 0.4
+        return softmax(np.log(posteriors) / 0.4, axis=1)
+
+    validation, validation_labels = _shifted_posteriors(source, source, rows=3000, seed=2)
+    shift = LabelShift.for_model([], True, overconfident(validation), np.asarray(LABELS)[validation_labels])
+    assert shift.calibration.temperature == pytest.approx(2.5, rel=0.15)
+    assert shift.source_prior == pytest.approx(source, abs=0.03)
+    target_posteriors, _ = _shifted_posteriors(source, target, rows=6000, seed=3)
+    calibrated = shift.estimate(overconfident(target_posteriors)).prior
+    raw = estimate_prior(overconfident(target_posteriors), source).prior
+    assert calibrated == pytest.approx(target, abs=0.04)
+    assert np.abs(raw - target).max() > 2 * np.abs(calibrated - target).max()
+
+
 def test_training_prior_is_uniform_under_class_balanced_weights():
     labels = ["negative"] * 3 + ["positive"]
     assert training_prior(labels, class_balanced=True) == pytest.approx([1 / 3] * 3)

@@ -234,6 +234,7 @@ class LabelShiftParams(_Strict):
     """Saerens-Latinne-Decaestecker EM estimate of each external source's label prior."""
 
     adjust: bool = False  # report the prior-adjusted predictions as the source's predictions
+    calibrate: bool = True  # bias-corrected temperature scaling on the validation split before EM
     # external source -> unlabelled source whose texts estimate its prior (default: the external texts themselves)
     prior_from: dict[str, str] = {}
     max_iterations: int = Field(default=100, ge=1)

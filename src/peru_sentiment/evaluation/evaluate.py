@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 from peru_sentiment.config import EvaluateParams
 from peru_sentiment.errors import DataError
 from peru_sentiment.evaluation.baselines import run_baselines
-from peru_sentiment.evaluation.label_shift import adjust_to_prior, estimate_prior, training_prior
+from peru_sentiment.evaluation.label_shift import LabelShift
 from peru_sentiment.evaluation.metrics import breakdown, calibration, classification_metrics
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.schema import LABEL_TO_ID, LABELS
@@ -83,14 +83,14 @@ def evaluate_model(
     }
     external = splits.get("external")
     if external is not None and len(external):
-        prior = training_prior(splits["train"]["label"], class_balanced)
+        label_shift = label_shift_model(predictor, splits, params, class_balanced)
         for source, rows in external.groupby("source"):
             log.info("scoring external set %s (%d texts)", source, len(rows))
             rows = rows.reset_index(drop=True)
             probabilities = predictor.predict_proba(rows["text"].tolist())
-            target_prior, shift = prior_shift(predictor, str(source), probabilities, prior, splits.get("unlabelled"),
-                                              params)  # fmt: skip
-            adjusted = adjust_to_prior(probabilities, prior, target_prior)
+            target_prior, shift = prior_shift(predictor, str(source), probabilities, label_shift,
+                                              splits.get("unlabelled"), params)  # fmt: skip
+            adjusted = label_shift.adjust(probabilities, target_prior)
             shift["macro_f1_unadjusted"] = macro_f1(rows["label"], probabilities)
             shift["macro_f1_adjusted"] = macro_f1(rows["label"], adjusted)
             used = adjusted if params.label_shift.adjust else probabilities
@@ -113,11 +113,24 @@ def evaluate_model(
     return headline, full, predictions
 
 
+def label_shift_model(
+    predictor: SentimentPredictor, splits: dict[str, pd.DataFrame], params: EvaluateParams, class_balanced: bool
+) -> LabelShift:
+    """The model's label-shift adjuster, calibrated on the validation split unless switched off."""
+    if not params.label_shift.calibrate:
+        return LabelShift.for_model(splits["train"]["label"], class_balanced)
+    log.info("calibrating the probabilities on %d validation texts for the label-shift EM", len(splits["validation"]))
+    validation_probabilities = predictor.predict_proba(splits["validation"]["text"].tolist())
+    return LabelShift.for_model(
+        splits["train"]["label"], class_balanced, validation_probabilities, splits["validation"]["label"]
+    )
+
+
 def prior_shift(
     predictor: SentimentPredictor,
     source: str,
     probabilities: np.ndarray,
-    source_prior: np.ndarray,
+    label_shift: LabelShift,
     unlabelled: pd.DataFrame | None,
     params: EvaluateParams,
 ) -> tuple[np.ndarray, dict]:
@@ -136,11 +149,12 @@ def prior_shift(
         target_probabilities = predictor.predict_proba(texts)
     else:
         estimated_on, target_probabilities = f"external/{source} (its texts, not its labels)", probabilities
-    estimate = estimate_prior(target_probabilities, source_prior, settings.max_iterations, settings.tolerance)
+    estimate = label_shift.estimate(target_probabilities, settings.max_iterations, settings.tolerance)
     log.info("%s: estimated label prior %s (%d EM iterations)", source, estimate.prior.round(3), estimate.iterations)
     return estimate.prior, {
         "estimated_on": estimated_on,
-        "training_prior": dict(zip(LABELS, np.round(source_prior, 4).tolist(), strict=True)),
+        "training_prior": dict(zip(LABELS, np.round(label_shift.source_prior, 4).tolist(), strict=True)),
+        "calibration": label_shift.calibration and label_shift.calibration.summary(),
         "estimated_prior": dict(zip(LABELS, np.round(estimate.prior, 4).tolist(), strict=True)),
         "iterations": estimate.iterations,
         "converged": estimate.converged,

@@ -9,8 +9,9 @@ its texts without labels (the unlabelled bulk) or N labelled rows of it.
 Conditions, for each learner (the pipeline's BERT and TF-IDF + logistic regression):
 
 - ``synthetic``: trained on the synthetic training split only, no real text seen;
-- ``synthetic + prior adjustment``: the same probabilities adjusted to the label
-  prior EM estimates on the training portion's texts (``label_shift``);
+- ``synthetic + prior adjustment``: the same probabilities, calibrated on the
+  synthetic validation split, adjusted to the label prior EM estimates on the
+  training portion's texts (``label_shift``);
 - ``synthetic + unlabelled``: one round of self-training on the training
   portion's texts (``training.adaptation.self_training_round``);
 - ``synthetic + N labelled``: trained from the start on the synthetic rows and
@@ -35,7 +36,7 @@ from sklearn.model_selection import train_test_split
 from peru_sentiment.config import AdaptationParams, PreprocessParams, RealSourceMix
 from peru_sentiment.data.preprocess import preprocess_feedback
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.evaluation.label_shift import adjust_to_prior, estimate_prior, training_prior
+from peru_sentiment.evaluation.label_shift import LabelShift
 from peru_sentiment.evaluation.metrics import classification_metrics
 from peru_sentiment.schema import LABELS
 from peru_sentiment.training.adaptation import Learner, self_training_round, training_mix
@@ -144,7 +145,10 @@ def run_transfer(
         learner = make_learner()
         learner.fit(synthetic_train, synthetic_validation)
         trained = learner.get_state()
-        prior = training_prior(synthetic_train["label"], learner.class_balanced)
+        validation_probabilities = learner.predict_proba(synthetic_validation)
+        label_shift = LabelShift.for_model(
+            synthetic_train["label"], learner.class_balanced, validation_probabilities, synthetic_validation["label"]
+        )
         self_training = adaptation.self_training
         for real_set in real_sets:
             unlabelled = real_set.train.drop(columns=["label"])
@@ -153,8 +157,8 @@ def run_transfer(
 
             pool = unlabelled.sample(n=min(len(unlabelled), self_training.max_unlabelled_rows or len(unlabelled)),
                                      random_state=protocol.seed)  # fmt: skip
-            estimate = estimate_prior(learner.predict_proba(pool), prior)
-            adjusted = adjust_to_prior(test_probabilities, prior, estimate.prior)
+            estimate = label_shift.estimate(learner.predict_proba(pool))
+            adjusted = label_shift.adjust(test_probabilities, estimate.prior)
             record(learner_name, PRIOR_ADJUSTED, real_set, adjusted,
                    estimated_prior=dict(zip(LABELS, np.round(estimate.prior, 4).tolist(), strict=True)))  # fmt: skip
 
