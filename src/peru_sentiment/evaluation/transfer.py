@@ -16,7 +16,8 @@ Conditions, for each learner (the pipeline's BERT and TF-IDF + logistic regressi
   portion's texts (``training.adaptation.self_training_round``);
 - ``synthetic + N labelled``: trained from the start on the synthetic rows and
   N labelled rows of the training portion (stratified sample), weighted like an
-  imported source (``training.adaptation.training_mix``). N = 0 is ``synthetic``.
+  imported source of that name (``adaptation`` params; ``default`` unless the
+  set is listed; ``training.adaptation.training_mix``). N = 0 is ``synthetic``.
 
 Training and scoring go through the library's learners and adaptation
 functions; this module only arranges the conditions and writes the table.
@@ -33,13 +34,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from peru_sentiment.config import AdaptationParams, PreprocessParams, RealSourceMix
+from peru_sentiment.config import AdaptationParams, PreprocessParams
 from peru_sentiment.data.preprocess import preprocess_feedback
 from peru_sentiment.errors import ConfigError
 from peru_sentiment.evaluation.label_shift import LabelShift
 from peru_sentiment.evaluation.metrics import classification_metrics
 from peru_sentiment.schema import LABELS
-from peru_sentiment.training.adaptation import Learner, self_training_round, training_mix
+from peru_sentiment.training.adaptation import Learner, self_training_round, training_mix, unlabelled_sample
 from peru_sentiment.training.trainer import sample_rows
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,7 @@ def run_transfer(
             test_probabilities = learner.predict_proba(real_set.test)
             record(learner_name, SYNTHETIC, real_set, test_probabilities)
 
-            pool = unlabelled.sample(n=min(len(unlabelled), self_training.max_unlabelled_rows or len(unlabelled)),
-                                     random_state=protocol.seed)  # fmt: skip
+            pool = unlabelled_sample(unlabelled, self_training.max_unlabelled_rows, protocol.seed)
             estimate = label_shift.estimate(learner.predict_proba(pool))
             adjusted = label_shift.adjust(test_probabilities, estimate.prior)
             record(learner_name, PRIOR_ADJUSTED, real_set, adjusted,
@@ -172,12 +172,9 @@ def run_transfer(
             for rows in protocol.labelled_rows:
                 if rows == 0:
                     continue  # the synthetic condition
-                labelled = sample_rows(real_set.train, rows, protocol.seed)
-                mix = adaptation.model_copy(
-                    update={"sources": {real_set.name: RealSourceMix(weight=adaptation.default.weight)}}
-                )
+                labelled = sample_rows(real_set.train, rows, protocol.seed)  # weighted as adaptation says
                 fresh = make_learner()
-                fresh.fit(training_mix(pd.concat([synthetic_train, labelled]), mix, None, protocol.seed),
+                fresh.fit(training_mix(pd.concat([synthetic_train, labelled]), adaptation, None, protocol.seed),
                           synthetic_validation)  # fmt: skip
                 record(learner_name, labelled_condition(rows), real_set, fresh.predict_proba(real_set.test),
                        labelled_rows=len(labelled))  # fmt: skip

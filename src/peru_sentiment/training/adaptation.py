@@ -125,6 +125,13 @@ def select_pseudo_labels(
     return indices, predicted[indices]
 
 
+def unlabelled_sample(unlabelled: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
+    """A random sample of at most `rows` unlabelled rows (all when `rows` is None), re-indexed."""
+    if rows is not None and len(unlabelled) > rows:
+        unlabelled = unlabelled.sample(n=rows, random_state=seed)
+    return unlabelled.reset_index(drop=True)
+
+
 def self_training_round(
     learner: Learner,
     training: pd.DataFrame,
@@ -139,10 +146,7 @@ def self_training_round(
     and a stratified sample of ``params.labelled_rows`` of the labelled rows
     (all of them for a learner that starts over on every fit).
     """
-    pool = unlabelled
-    if params.max_unlabelled_rows is not None and len(pool) > params.max_unlabelled_rows:
-        pool = pool.sample(n=params.max_unlabelled_rows, random_state=seed)
-    pool = pool.reset_index(drop=True)
+    pool = unlabelled_sample(unlabelled, params.max_unlabelled_rows, seed)
     log.info("self-training: pseudo-labelling %d unlabelled texts", len(pool))
     indices, label_ids = select_pseudo_labels(learner.predict_proba(pool), params.threshold, params.max_per_class)
     pseudo = pool.iloc[indices].assign(label=np.asarray(LABELS)[label_ids], sample_weight=params.weight)
