@@ -57,9 +57,12 @@ def _stalled_client(url: str) -> socket.socket:
 def deployment(tiny_bundle, tmp_path_factory):
     # A long batching wait keeps requests in flight when the shutdown signal arrives.
     deployed = start_deployment(
-        tiny_bundle, tmp_path_factory.mktemp("deployment"), SENTIMENT_THREADS=str(THREADS),
-        SENTIMENT_DRAIN_S="1.5", SENTIMENT_MAX_WAIT_MS="300",
-    )  # fmt: skip
+        tiny_bundle,
+        tmp_path_factory.mktemp("deployment"),
+        SENTIMENT_THREADS=str(THREADS),
+        SENTIMENT_DRAIN_S="1.5",
+        SENTIMENT_MAX_WAIT_MS="300",
+    )
     yield deployed
     deployed.stop()
 
@@ -120,6 +123,10 @@ def test_docker_compose_runs_the_same_nginx_config_and_publishes_only_the_proxy(
             **proxy["environment"] | {"UPSTREAM": "127.0.0.1:8000", "RUNTIME_DIR": str(tmp_path)},
         )
     )
-    checked = subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(config), "-e", "stderr"],
-                             capture_output=True, text=True, check=False)  # fmt: skip
+    checked = subprocess.run(
+        [nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(config), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stderr

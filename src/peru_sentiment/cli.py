@@ -201,6 +201,26 @@ def train(
 
 
 @app.command()
+def transfer(
+    real_dir: Path = typer.Option(..., "--real-dir", help="Folder of real sets: one CSV (text,label columns) per set."),
+    params_file: Path = ParamsOption,
+    data_dir: Path = typer.Option(paths.PROCESSED, help="Folder with the synthetic train/validation splits."),
+    best: Path = typer.Option(paths.BEST_HPARAMS, help="Best hyperparameters, if tuned."),
+    out_dir: Path = typer.Option(paths.TRANSFER, help="Folder for transfer.json and transfer.md."),
+    labelled_rows: list[int] = typer.Option([0, 100, 300, 1000], "--labelled-rows", help="N labelled real rows."),
+    learner: list[str] = typer.Option(["bert", "tfidf"], "--learner", help="bert (params: model, train) or tfidf."),
+    max_test_rows: int = typer.Option(1500, min=10, help="Cap on each set's test portion (stratified)."),
+    seed: int = typer.Option(0, help="Seed of the real sets' splits and samples."),
+) -> None:
+    """Transfer experiment: synthetic-trained models on real sets; prior adjustment, unlabelled, labelled rows."""
+    from peru_sentiment.evaluation.transfer import TransferProtocol, run_transfer_experiment
+
+    protocol = TransferProtocol(max_test_rows=max_test_rows, seed=seed, labelled_rows=labelled_rows)
+    run_transfer_experiment(load_params(params_file), real_dir, data_dir, best, out_dir, learner, protocol)
+    typer.echo(f"wrote {out_dir / 'transfer.json'} and {out_dir / 'transfer.md'}")
+
+
+@app.command()
 def evaluate(
     params_file: Path = ParamsOption,
     data_dir: Path = typer.Option(paths.PROCESSED, help="Folder with the splits."),
@@ -214,13 +234,16 @@ def evaluate(
     from peru_sentiment.metadata import stage_record, write_json
     from peru_sentiment.model.predictor import SentimentPredictor
 
-    params = load_params(params_file).evaluate
+    all_params = load_params(params_file)
+    params = all_params.evaluate
     with stage_record("evaluate", record_file) as record:
         predictor = SentimentPredictor.load(model_dir, batch_size=params.batch_size)
         splits = {
             name: read_table(paths.split_file(name, data_dir)) for name in ("train", "validation", "test", "external")
         }
-        headline, full, predictions = evaluate_model(predictor, splits, params)
+        if paths.split_file("unlabelled", data_dir).is_file():  # only to estimate external label priors
+            splits["unlabelled"] = read_table(paths.split_file("unlabelled", data_dir))
+        headline, full, predictions = evaluate_model(predictor, splits, params, all_params.train.class_weights)
         write_json(metrics, headline)
         write_json(details / "details.json", full)
         for name, frame in predictions.items():

@@ -91,17 +91,13 @@ class ColumnMap(_Strict):
     language: str | None = None
     source_id: str | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> ColumnMap:
-        if (self.label is None) == (self.stars is None):
-            raise ValueError("map exactly one of `label` or `stars` to a column")
-        return self
-
 
 class SourceParams(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     path: Path
-    role: Literal["train", "external"] = "train"
+    # train: joins the training pool; external: held out for evaluation only;
+    # unlabelled: texts without labels, used only to adapt the model (self-training, label-shift priors)
+    role: Literal["train", "external", "unlabelled"] = "train"
     columns: ColumnMap
     labels: dict[str, str] | None = None
     encoding: str = "utf-8"
@@ -109,6 +105,15 @@ class SourceParams(_Strict):
     # explicit strptime format such as "%m/%d/%Y".
     dayfirst: bool = True
     date_format: str | None = None
+
+    @model_validator(mode="after")
+    def _label_columns(self) -> SourceParams:
+        mapped = (self.columns.label is not None) + (self.columns.stars is not None)
+        if self.role == "unlabelled" and mapped:
+            raise ValueError(f"source {self.name!r} is unlabelled: map neither `label` nor `stars` (or use role train)")
+        if self.role != "unlabelled" and mapped != 1:
+            raise ValueError(f"source {self.name!r}: map exactly one of `label` or `stars` to a column")
+        return self
 
     @field_validator("labels")
     @classmethod
@@ -232,10 +237,52 @@ class TuneParams(_Strict):
     validation_rows: int | None = Field(default=None, ge=10)
 
 
+class LabelShiftParams(_Strict):
+    """Saerens-Latinne-Decaestecker EM estimate of each external source's label prior."""
+
+    adjust: bool = False  # report the prior-adjusted predictions as the source's predictions
+    calibrate: bool = True  # bias-corrected temperature scaling on the validation split before EM
+    # external source -> unlabelled source whose texts estimate its prior (default: the external texts themselves)
+    prior_from: dict[str, str] = {}
+    max_iterations: int = Field(default=100, ge=1)
+    tolerance: float = Field(default=1e-6, gt=0)
+
+
 class EvaluateParams(_Strict):
     batch_size: int = Field(ge=1)
     calibration_bins: int = Field(ge=2)
     breakdowns: list[str]
+    label_shift: LabelShiftParams = LabelShiftParams()
+
+
+class RealSourceMix(_Strict):
+    """How an imported labelled source joins the synthetic rows in training."""
+
+    weight: float = Field(default=1.0, gt=0)  # loss weight of each of its rows (synthetic rows weigh 1)
+    max_rows: int | None = Field(default=None, ge=1)  # stratified sample of at most this many rows; null = all
+
+
+class SelfTrainingParams(_Strict):
+    """One round of self-training on imported unlabelled texts (does nothing without them)."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.9, gt=0, le=1)  # keep a pseudo-label at least this probable
+    max_per_class: int = Field(default=1000, ge=1)  # most confident first, so no class floods the round
+    max_unlabelled_rows: int | None = Field(default=5000, ge=1)  # unlabelled texts scored (random sample)
+    weight: float = Field(default=0.5, gt=0)  # loss weight of a pseudo-labelled row
+    labelled_rows: int | None = Field(default=2000, ge=1)  # labelled training rows mixed into the round
+    epochs: int = Field(default=1, ge=1)  # the round continues training the first model
+
+
+class AdaptationParams(_Strict):
+    """Learning from the user's real feedback: labelled sources' weights and caps, self-training."""
+
+    default: RealSourceMix = RealSourceMix()
+    sources: dict[str, RealSourceMix] = {}  # by ingest source name; unlisted sources get `default`
+    self_training: SelfTrainingParams = SelfTrainingParams()
+
+    def mix(self, source: str) -> RealSourceMix:
+        return self.sources.get(source, self.default)
 
 
 class ReportParams(_Strict):
@@ -280,6 +327,21 @@ class Params(BaseModel):
     evaluate: EvaluateParams
     report: ReportParams
     export: ExportParams
+    adaptation: AdaptationParams = AdaptationParams()
+
+    @model_validator(mode="after")
+    def _adaptation_sources_declared(self) -> Params:
+        roles = {source.name: source.role for source in self.ingest.sources}
+        for name in self.adaptation.sources:
+            if roles.get(name) != "train":
+                raise ValueError(f"adaptation.sources names {name!r}, which is not an ingest source with role train")
+        for external, unlabelled in self.evaluate.label_shift.prior_from.items():
+            if roles.get(external) != "external" or roles.get(unlabelled) != "unlabelled":
+                raise ValueError(
+                    f"evaluate.label_shift.prior_from maps {external!r} to {unlabelled!r}: "
+                    "it needs an external source and an unlabelled one from ingest.sources"
+                )
+        return self
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -38,6 +38,7 @@ TRAIN_LIVE = Path("dvclive/train")
 REPORTS = Path("reports")
 METRICS = REPORTS / "metrics.json"
 EVALUATION = REPORTS / "evaluation"
+TRANSFER = REPORTS / "transfer"
 MODEL_CARD = REPORTS / "model_card.md"
 STAGE_RECORDS = REPORTS / "stages"
 BENCHMARKS = REPORTS / "benchmarks"
@@ -45,7 +46,7 @@ LOCAL_PROMETHEUS = Path("monitoring/local")
 
 
 def split_file(name: str, data_dir: Path = PROCESSED) -> Path:
-    """One split (train, validation, test, external) written by the ``split`` stage."""
+    """One split (train, validation, test, external, unlabelled) written by the ``split`` stage."""
     return data_dir / f"{name}.parquet"
 
 

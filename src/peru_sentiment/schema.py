@@ -32,6 +32,7 @@ FEEDBACK_COLUMNS: tuple[str, ...] = (
 )
 
 UNKNOWN_REGION = "unknown"
+SYNTHETIC_SOURCE = "synthetic"  # the `source` of generated rows; every other source is real feedback
 
 
 def aspect_column(aspect: str) -> str:

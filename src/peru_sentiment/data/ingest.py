@@ -1,4 +1,7 @@
-"""Import of real labelled feedback from CSV, JSONL or Parquet files declared in params.
+"""Import of real feedback from CSV, JSONL or Parquet files declared in params.
+
+Sources with role ``unlabelled`` have no label (``label`` is empty); they only
+adapt the model and never reach the supervised loss or the evaluation.
 
 Every input row ends in exactly one of three places, and the stage checks it:
 ``rows in = accepted + quarantined + duplicates removed``.
@@ -210,7 +213,7 @@ def _convert(record: dict, source: SourceParams, params: IngestParams, regions: 
         raise _Rejected("empty text")
     if len(text) > params.max_text_chars:
         raise _Rejected(f"text too long ({len(text)} characters; ingest.max_text_chars is {params.max_text_chars})")
-    stars = None
+    stars = label = None  # an unlabelled source maps neither
     if mapping.stars:
         raw = values["stars"].strip()
         try:
@@ -220,7 +223,7 @@ def _convert(record: dict, source: SourceParams, params: IngestParams, regions: 
         if not 1 <= stars <= 5 or stars != float(raw):
             raise _Rejected(f"invalid stars {raw!r} (expected 1 to 5)")
         label = label_from_stars(stars, params.stars)
-    else:
+    elif mapping.label:
         raw = values["label"].strip()
         label = source.labels.get(raw) if source.labels else raw.lower()
         if label not in LABELS:

@@ -5,7 +5,9 @@ and every group goes whole into one split, stratified by label and language
 (scikit-learn's StratifiedGroupKFold). A separate check then compares the
 finished splits text by text and fails the stage if any duplicate crosses them.
 Rows imported with role ``external`` are held out as their own evaluation set,
-less any that duplicate a text of the training pool.
+less any that duplicate a text of the training pool. Rows imported with role
+``unlabelled`` go to their own table, never into a labelled split, less any
+that duplicate a validation, test or external text.
 Topics (NMF) are fitted on the training split only and assigned to every split.
 """
 
@@ -89,6 +91,7 @@ def split_feedback(
     splits["external"] = external
     log.info("checking the splits for leakage")
     check_leakage(splits, near)
+    splits["unlabelled"], unlabelled_seen = unlabelled_rows(frame, splits, near)
 
     topics = TopicModel(params.topics).fit(splits["train"]["text_classical"])
     for _name, split in splits.items():
@@ -98,11 +101,12 @@ def split_feedback(
         "rows_in": len(frame),
         "rows_out": sum(len(split) for split in splits.values()),
         "external_rows_seen_in_training_pool": len(overlap),
+        "unlabelled_rows_seen_in_evaluation_sets": unlabelled_seen,
         "sizes": {name: len(split) for name, split in splits.items()},
         "label_shares": {
             name: {k: round(float(v), 4) for k, v in split["label"].value_counts(normalize=True).sort_index().items()}
             for name, split in splits.items()
-            if len(split)
+            if len(split) and name != "unlabelled"
         },
     }
     return splits, overlap, topics.top_words(), summary
@@ -126,6 +130,20 @@ def separate_seen_texts(
         seen[i] = True
         duplicate_of[i] = pool["feedback_id"].iloc[j]
     if seen.any():
-        log.warning("%d external rows duplicate training-pool texts; they are left out of the external set", seen.sum())
+        role = external["role"].iloc[0]
+        log.warning("%d %s rows duplicate texts they must not share; they are left out", seen.sum(), role)
     overlap = external[seen].assign(duplicate_of=duplicate_of[seen]).reset_index(drop=True)
     return external[~seen].reset_index(drop=True), overlap
+
+
+def unlabelled_rows(
+    frame: pd.DataFrame, splits: dict[str, pd.DataFrame], near: NearDuplicateParams
+) -> tuple[pd.DataFrame, int]:
+    """The imported unlabelled rows, less those duplicating an evaluation text; (rows, how many were dropped).
+
+    Self-training must not see (and pseudo-label) a text the model is later scored on.
+    """
+    unlabelled = frame[frame["role"] == "unlabelled"].reset_index(drop=True)
+    evaluation = pd.concat([splits[name] for name in ("validation", "test", "external")], ignore_index=True)
+    kept, seen = separate_seen_texts(unlabelled, evaluation, near)
+    return kept, len(seen)

@@ -27,13 +27,47 @@ def majority(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     return model.predict(np.zeros((len(test), 1)))
 
 
-def tfidf_logreg(train: pd.DataFrame, test: pd.DataFrame, seed: int = 0) -> np.ndarray:
-    model = make_pipeline(
+def tfidf_pipeline(seed: int = 0):
+    """TF-IDF of word uni- and bigrams, then a class-balanced logistic regression."""
+    return make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
         LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed),
     )
+
+
+def tfidf_logreg(train: pd.DataFrame, test: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    model = tfidf_pipeline(seed)
     model.fit(train["text_classical"], train["label"])
     return model.predict(test["text_classical"])
+
+
+class TfidfLearner:
+    """The TF-IDF baseline as an adaptation ``Learner``: every fit starts over on the rows given."""
+
+    class_balanced = True
+    continues_training = False
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.model = None
+
+    def fit(self, train: pd.DataFrame, validation: pd.DataFrame, epochs: int | None = None) -> dict:
+        weights = train["sample_weight"].to_numpy() if "sample_weight" in train else None
+        self.model = tfidf_pipeline(self.seed).fit(
+            train["text_classical"], train["label"], logisticregression__sample_weight=weights
+        )
+        return {}
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        probabilities = self.model.predict_proba(frame["text_classical"])
+        columns = [list(self.model.classes_).index(label) for label in LABELS]  # every label must be trained on
+        return probabilities[:, columns]
+
+    def get_state(self):
+        return self.model
+
+    def set_state(self, state) -> None:
+        self.model = state
 
 
 def lexicon_thresholds(validation: pd.DataFrame) -> tuple[float, float]:

@@ -1,25 +1,34 @@
-"""The ``evaluate`` stage: the model and the baselines on the same test split, plus external sets."""
+"""The ``evaluate`` stage: the model and the baselines on the same test split, plus external sets.
+
+Each external source also gets its label prior estimated by EM (label shift,
+``evaluation.label_shift``) and macro-F1 with and without the adjustment to it.
+"""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
+from sklearn.metrics import f1_score
 
 from peru_sentiment.config import EvaluateParams
+from peru_sentiment.errors import DataError
 from peru_sentiment.evaluation.baselines import run_baselines
+from peru_sentiment.evaluation.label_shift import LabelShift
 from peru_sentiment.evaluation.metrics import breakdown, calibration, classification_metrics
 from peru_sentiment.model.predictor import SentimentPredictor
-from peru_sentiment.schema import LABEL_TO_ID
+from peru_sentiment.schema import LABEL_TO_ID, LABELS
 
 log = logging.getLogger(__name__)
 
 
 def score_split(
-    predictor: SentimentPredictor, frame: pd.DataFrame, params: EvaluateParams
+    predictor: SentimentPredictor, frame: pd.DataFrame, params: EvaluateParams, probabilities: np.ndarray | None = None
 ) -> tuple[dict, pd.DataFrame]:
-    """Metrics, calibration and breakdowns of the model on one split, and its predictions."""
-    probabilities = predictor.predict_proba(frame["text"].tolist())
+    """Metrics, calibration and breakdowns of the model (or of given `probabilities`) on one split, and predictions."""
+    if probabilities is None:
+        probabilities = predictor.predict_proba(frame["text"].tolist())
     predicted = [predictor.labels[i] for i in probabilities.argmax(axis=1)]
     result = classification_metrics(frame["label"], predicted, predictor.labels)
     result["calibration"] = calibration(
@@ -42,9 +51,18 @@ def score_split(
 
 
 def evaluate_model(
-    predictor: SentimentPredictor, splits: dict[str, pd.DataFrame], params: EvaluateParams
+    predictor: SentimentPredictor,
+    splits: dict[str, pd.DataFrame],
+    params: EvaluateParams,
+    class_balanced: bool = True,
 ) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
-    """(headline metrics for DVC, the full evaluation, predictions per evaluated split)."""
+    """(headline metrics for DVC, the full evaluation, predictions per evaluated split).
+
+    Scores ``test`` and each source of ``external``; ``unlabelled`` rows, if
+    given, only estimate the label prior of the external sources mapped to
+    them (``params.label_shift.prior_from``). `class_balanced` says whether
+    the model was trained with class-balanced weights (its training prior).
+    """
     log.info("scoring the model on %d test texts", len(splits["test"]))
     test_result, test_predictions = score_split(predictor, splits["test"], params)
     log.info("training and scoring the baselines")
@@ -65,10 +83,20 @@ def evaluate_model(
     }
     external = splits.get("external")
     if external is not None and len(external):
+        label_shift = label_shift_model(predictor, splits, params, class_balanced)
         for source, rows in external.groupby("source"):
             log.info("scoring external set %s (%d texts)", source, len(rows))
             rows = rows.reset_index(drop=True)
-            result, source_predictions = score_split(predictor, rows, params)
+            probabilities = predictor.predict_proba(rows["text"].tolist())
+            target_prior, shift = prior_shift(
+                predictor, str(source), probabilities, label_shift, splits.get("unlabelled"), params
+            )
+            adjusted = label_shift.adjust(probabilities, target_prior)
+            shift["macro_f1_unadjusted"] = macro_f1(rows["label"], probabilities)
+            shift["macro_f1_adjusted"] = macro_f1(rows["label"], adjusted)
+            used = adjusted if params.label_shift.adjust else probabilities
+            result, source_predictions = score_split(predictor, rows, params, used)
+            result["label_shift"] = shift
             source_baselines = {
                 name: classification_metrics(rows["label"], predicted)
                 for name, predicted in run_baselines(splits["train"], splits["validation"], rows).items()
@@ -78,6 +106,63 @@ def evaluate_model(
             headline[f"external/{source}"] = {
                 "macro_f1": result["macro_f1"],
                 "accuracy": result["accuracy"],
+                "macro_f1_unadjusted": shift["macro_f1_unadjusted"],
+                "macro_f1_prior_adjusted": shift["macro_f1_adjusted"],
+                "estimated_prior": shift["estimated_prior"],
                 **{f"{name}_macro_f1": metrics["macro_f1"] for name, metrics in source_baselines.items()},
             }
     return headline, full, predictions
+
+
+def label_shift_model(
+    predictor: SentimentPredictor, splits: dict[str, pd.DataFrame], params: EvaluateParams, class_balanced: bool
+) -> LabelShift:
+    """The model's label-shift adjuster, calibrated on the validation split unless switched off."""
+    if not params.label_shift.calibrate:
+        return LabelShift.for_model(splits["train"]["label"], class_balanced)
+    log.info("calibrating the probabilities on %d validation texts for the label-shift EM", len(splits["validation"]))
+    validation_probabilities = predictor.predict_proba(splits["validation"]["text"].tolist())
+    return LabelShift.for_model(
+        splits["train"]["label"], class_balanced, validation_probabilities, splits["validation"]["label"]
+    )
+
+
+def prior_shift(
+    predictor: SentimentPredictor,
+    source: str,
+    probabilities: np.ndarray,
+    label_shift: LabelShift,
+    unlabelled: pd.DataFrame | None,
+    params: EvaluateParams,
+) -> tuple[np.ndarray, dict]:
+    """EM estimate of an external source's label prior, from its own texts or its mapped unlabelled source.
+
+    Returns the estimated prior and what to report about it.
+
+    Labels are never read: the estimate uses the model's probabilities only.
+    """
+    settings = params.label_shift
+    estimated_on = settings.prior_from.get(source)
+    if estimated_on is not None:
+        texts = [] if unlabelled is None else unlabelled.loc[unlabelled["source"] == estimated_on, "text"].tolist()
+        if not texts:
+            raise DataError(f"evaluate.label_shift.prior_from: unlabelled source {estimated_on!r} has no rows")
+        target_probabilities = predictor.predict_proba(texts)
+    else:
+        estimated_on, target_probabilities = f"external/{source} (its texts, not its labels)", probabilities
+    estimate = label_shift.estimate(target_probabilities, settings.max_iterations, settings.tolerance)
+    log.info("%s: estimated label prior %s (%d EM iterations)", source, estimate.prior.round(3), estimate.iterations)
+    return estimate.prior, {
+        "estimated_on": estimated_on,
+        "training_prior": dict(zip(LABELS, np.round(label_shift.source_prior, 4).tolist(), strict=True)),
+        "calibration": label_shift.calibration and label_shift.calibration.summary(),
+        "estimated_prior": dict(zip(LABELS, np.round(estimate.prior, 4).tolist(), strict=True)),
+        "iterations": estimate.iterations,
+        "converged": estimate.converged,
+        "adjusted": settings.adjust,
+    }
+
+
+def macro_f1(labels: pd.Series, probabilities: np.ndarray) -> float:
+    predicted = np.asarray(LABELS)[probabilities.argmax(axis=1)]
+    return float(f1_score(labels, predicted, labels=list(LABELS), average="macro", zero_division=0))

@@ -60,8 +60,9 @@ def make_dataset(
     shuffle_seed: int | None = None,
     pad_to_bucket: bool = False,
     drop_remainder: bool = False,
+    sample_weights: np.ndarray | None = None,
 ):
-    """A cached ``tf.data`` pipeline of ({token_ids, padding_mask}, one-hot label) batches.
+    """A cached ``tf.data`` pipeline of ({token_ids, padding_mask}, one-hot label[, sample weight]) batches.
 
     Texts are grouped by length into buckets (``bucket_lengths`` are the padded
     lengths; the last must be at least the longest text). With ``shuffle_seed``
@@ -77,20 +78,27 @@ def make_dataset(
         raise ValueError(f"a text has more tokens than the largest bucket ({lengths[-1]}); truncate first")
     targets = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
 
+    weights = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float32)
+
     def examples():
-        for sequence, target in zip(ids, targets, strict=True):
-            yield np.asarray(sequence, dtype=np.int32), target
+        for index, (sequence, target) in enumerate(zip(ids, targets, strict=True)):
+            example = (np.asarray(sequence, dtype=np.int32), target)
+            yield example if weights is None else (*example, weights[index])
 
     signature = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([num_classes], tf.float32))
+    padded_shapes, padding_values = ([None], [num_classes]), (-1, 0.0)
+    if weights is not None:
+        signature += (tf.TensorSpec([], tf.float32),)
+        padded_shapes, padding_values = (*padded_shapes, []), (*padding_values, 0.0)
     dataset = tf.data.Dataset.from_generator(examples, output_signature=signature).cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(ids), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda tokens, _: tf.shape(tokens)[0],
+        element_length_func=lambda tokens, *_: tf.shape(tokens)[0],
         bucket_boundaries=[length + 1 for length in lengths],
         bucket_batch_sizes=[batch_size] * (len(lengths) + 1),
-        padded_shapes=([None], [num_classes]),
-        padding_values=(-1, 0.0),
+        padded_shapes=padded_shapes,
+        padding_values=padding_values,
         pad_to_bucket_boundary=pad_to_bucket,
         drop_remainder=drop_remainder,
     )
@@ -101,9 +109,9 @@ def make_dataset(
     batches = per_bucket // batch_size if drop_remainder else -(-per_bucket // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(batches.sum())))
 
-    def to_inputs(tokens, target):
+    def to_inputs(tokens, *rest):
         mask = tokens >= 0
-        return {"token_ids": tf.where(mask, tokens, pad_id), "padding_mask": tf.cast(mask, tf.int32)}, target
+        return ({"token_ids": tf.where(mask, tokens, pad_id), "padding_mask": tf.cast(mask, tf.int32)}, *rest)
 
     return dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -112,8 +112,9 @@ def start_proxy(
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [nginx, "-p", str(runtime_dir), "-c", str(config), "-e", "stderr", "-g", "daemon off;"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     _wait_until_ready(process, url, log_path, ready_timeout_s, "nginx")
     return process, url

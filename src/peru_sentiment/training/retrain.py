@@ -1,4 +1,8 @@
-"""The ``train`` stage: retrain the best configuration of the sweep on the training split."""
+"""The ``train`` stage: retrain the best configuration of the sweep on the training split.
+
+Imported real rows join by their source's weight and cap (``params.yaml: adaptation``);
+imported unlabelled rows, if any, add one round of self-training (``training.adaptation``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from peru_sentiment.artifacts import read_table
 from peru_sentiment.config import Params, TrainParams
 from peru_sentiment.paths import split_file
 from peru_sentiment.schema import MONITOR
+from peru_sentiment.training.adaptation import BertLearner, self_training_round, training_mix
 from peru_sentiment.training.distribution import strategy_scope
-from peru_sentiment.training.trainer import FineTuner, encode_split, sample_rows, set_global_training_state
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +45,31 @@ def train_best_model(
     from dvclive.keras import DVCLiveCallback
 
     train_params = best_train_params(params, best)
-    training = sample_rows(read_table(split_file("train", data_dir)), train_params.train_rows, train_params.seed)
+    training = training_mix(
+        read_table(split_file("train", data_dir)), params.adaptation, train_params.train_rows, train_params.seed
+    )
     validation = read_table(split_file("validation", data_dir))
+    unlabelled_file = split_file("unlabelled", data_dir)
+    unlabelled = read_table(unlabelled_file) if unlabelled_file.is_file() else pd.DataFrame()
+    record = {}
     with strategy_scope(train_params.distribution), Live(str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        set_global_training_state(train_params)
-        fine_tuner = FineTuner(params.model.checkpoint, train_params, params.model.text_prefix)
+        learner = BertLearner(params.model.checkpoint, train_params, params.model.text_prefix)
         live.log_params(train_params.model_dump())
-        history = fine_tuner.fit(
-            encode_split(training, fine_tuner.encoder),
-            encode_split(validation, fine_tuner.encoder),
+        history = learner.fit(
+            training,
+            validation,
             callbacks=[DVCLiveCallback(live=live), keras.callbacks.TensorBoard(str(tensorboard_dir))],
         )
-    fine_tuner.predictor().save(out)
+        if params.adaptation.self_training.enabled and len(unlabelled):
+            record["self_training"] = self_training_round(
+                learner, training, validation, unlabelled, params.adaptation.self_training, train_params.seed
+            )
+    learner.fine_tuner.predictor().save(out)
     return {
         "rows_in": len(training),
         "hyperparameters": train_params.model_dump(),
-        "epochs_run": len(history.history["loss"]),
-        "best_val_macro_f1": max(history.history[MONITOR]),
+        "epochs_run": len(history["loss"]),
+        "best_val_macro_f1": max(history[MONITOR]),
+        "rows_by_source": {str(k): int(v) for k, v in training["source"].value_counts().sort_index().items()},
+        **record,
     }

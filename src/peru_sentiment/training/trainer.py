@@ -27,16 +27,19 @@ log = logging.getLogger(__name__)
 class EncodedSplit:
     ids: list[list[int]]
     labels: np.ndarray
+    weights: np.ndarray | None = None  # per-row loss weights (real sources, pseudo-labels); None = all 1
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
 def encode_split(frame: pd.DataFrame, encoder: TextEncoder) -> EncodedSplit:
+    """Token ids and label ids; a ``sample_weight`` column becomes the rows' loss weights."""
     unknown = sorted(set(frame["label"]) - set(LABELS))
     if unknown:
-        raise ValueError(f"unknown labels {unknown}")
-    return EncodedSplit(encoder.encode(frame["text"].tolist()), frame["label"].map(LABEL_TO_ID).to_numpy())
+        raise ValueError(f"unknown labels {unknown}; unlabelled rows cannot be trained on")
+    weights = frame["sample_weight"].to_numpy(dtype=np.float32) if "sample_weight" in frame else None
+    return EncodedSplit(encoder.encode(frame["text"].tolist()), frame["label"].map(LABEL_TO_ID).to_numpy(), weights)
 
 
 def sample_rows(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
@@ -121,10 +124,24 @@ class FineTuner:
         }
         # Under XLA a partial batch is one more shape to compile; reshuffled each epoch, no text is always left out.
         train_ds = make_dataset(
-            train.ids, train.labels, shuffle_seed=self.params.seed, drop_remainder=self.params.jit_compile, **common
+            train.ids,
+            train.labels,
+            shuffle_seed=self.params.seed,
+            drop_remainder=self.params.jit_compile,
+            sample_weights=self.loss_weights(train),
+            **common,
         )
         validation_ds = make_dataset(validation.ids, validation.labels, **common)
         return train_ds, validation_ds
+
+    def loss_weights(self, train: EncodedSplit) -> np.ndarray | None:
+        """Row weights times balanced class weights, when rows carry weights (Keras cannot take both)."""
+        if train.weights is None:
+            return None
+        if not self.params.class_weights:
+            return train.weights
+        by_class = balanced_class_weights(train.labels, len(LABELS))
+        return train.weights * np.array([by_class[c] for c in range(len(LABELS))], dtype=np.float32)[train.labels]
 
     def fit(
         self, train: EncodedSplit, validation: EncodedSplit, callbacks: list | None = None, verbose: int | str = "auto"
@@ -144,7 +161,7 @@ class FineTuner:
             validation_data=validation_ds,
             epochs=params.epochs,
             shuffle=False,  # the dataset reshuffles itself every epoch
-            class_weight=weights,
+            class_weight=weights if train.weights is None else None,  # else folded into the sample weights
             callbacks=[*(callbacks or []), stopping],
             verbose=verbose,
         )
