@@ -155,7 +155,9 @@ def test_unknown_window_set_lists_the_known_ones(config):
 def test_compose_stack_mounts_existing_files_and_pins_images():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"app", "prometheus", "grafana"}
+    assert set(services) == {"app", "proxy", "prometheus", "grafana"}
+    assert "ports" not in services["app"], "the API is published through the proxy only"
+    assert services["proxy"]["image"].startswith("nginx:1.")
     assert services["prometheus"]["image"].startswith("prom/prometheus:v")
     assert services["grafana"]["image"].startswith("grafana/grafana:11.")
     mounts = {
