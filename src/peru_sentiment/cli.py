@@ -41,6 +41,9 @@ def generate(
     regions: Path = typer.Option(Path("configs/regions.yaml"), help="Regions of Peru."),
     phrasebook: Path = typer.Option(Path("configs/synthetic/phrasebook.yaml"), help="Aspect statements."),
     vocabulary: Path = typer.Option(Path("configs/synthetic/vocabulary.yaml"), help="Slot vocabulary."),
+    styles: Path = typer.Option(
+        Path("configs/synthetic/styles.yaml"), help="Statement styles, no-opinion texts, narrative, tweet form."
+    ),
     out: Path = typer.Option(Path("data/raw/synthetic.parquet"), help="Generated feedback."),
     events: Path = typer.Option(Path("data/raw/synthetic_events.json"), help="Ground-truth incidents."),
     card: Path = typer.Option(Path("data/raw/synthetic_card.md"), help="Data card."),
@@ -56,17 +59,32 @@ def generate(
     with stage_record("generate", metrics) as record:
         region_list = synthetic.load_regions(regions)
         frame = synthetic.generate_feedback(
-            params, region_list, synthetic.load_phrasebook(phrasebook), load_yaml(vocabulary), progress=progress
+            params,
+            region_list,
+            synthetic.load_phrasebook(phrasebook, styles),
+            load_yaml(vocabulary),
+            progress=progress,
         )
         _write_parquet(frame, out)
         incidents = synthetic.incident_events(params, region_list, frame)
         write_json(events, incidents)
+        styles_used = synthetic.statement_style_shares(frame)
         write_data_card(
             frame, card, "Synthetic feedback",
             [f"Generated with seed {params.seed}, {params.start} to {params.end}. "
-             "Labels follow from the aspect polarities (sum > 0 positive, < 0 negative, else neutral)."],
+             "Labels follow from the aspect polarities (sum > 0 positive, < 0 negative, else neutral). "
+             "No-opinion texts (questions, requests, order status, promotions, news, chit-chat) state no "
+             "aspect and are neutral; `kind` names each text's kind and `statements` its aspect:polarity:style.",
+             "", "Statement styles: " + ", ".join(f"{k} {v:.1%}" for k, v in styles_used.items()) + "."],
         )  # fmt: skip
-        record.update(rows_in=0, rows_out=len(frame), rejected=0, counts=feedback_counts(frame), incidents=incidents)
+        record.update(
+            rows_in=0,
+            rows_out=len(frame),
+            rejected=0,
+            counts=feedback_counts(frame),
+            statement_styles=styles_used,
+            incidents=incidents,
+        )
 
 
 @app.command()

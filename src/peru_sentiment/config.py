@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS
+from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS, NO_OPINION_KINDS
 
 __all__ = ["ConfigError", "Params", "load_params", "load_yaml"]
 
@@ -19,12 +19,45 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class WordCountParams(_Strict):
+    """Log-normal distribution of a channel's text length in words, fitted to real feedback."""
+
+    median: float = Field(gt=0)
+    sigma: float = Field(ge=0)
+    max: int = Field(gt=0)
+
+
 class ChannelParams(_Strict):
     share: float = Field(gt=0)
     aspect_counts: list[float] = Field(min_length=1)
     short_text: float = Field(ge=0, le=1)
     opener: float = Field(ge=0, le=1)
     closer: float = Field(ge=0, le=1)
+
+
+class StyleParams(_Strict):
+    """Per-statement probability of each statement style (the rest are stock opinions)."""
+
+    implicit: float = Field(ge=0, le=1)
+    negation: float = Field(ge=0, le=1)
+    comparison: float = Field(ge=0, le=1)
+    sarcasm: float = Field(ge=0, le=1)  # of negative statements only
+    sarcasm_marker: float = Field(ge=0, le=1)  # sarcastic statements followed by a marker (🙃, jajaja)
+
+    @model_validator(mode="after")
+    def _check(self) -> StyleParams:
+        if self.implicit + self.negation + self.comparison + self.sarcasm > 1 + 1e-9:
+            raise ValueError("statement style probabilities must sum to at most 1")
+        return self
+
+
+class TweetParams(_Strict):
+    """Social-media form, per social_media text: probabilities of each element."""
+
+    mention: float = Field(ge=0, le=1)
+    hashtag: float = Field(ge=0, le=1)
+    link: float = Field(ge=0, le=1)
+    retweet: float = Field(ge=0, le=1)
 
 
 class NoiseParams(_Strict):
@@ -65,6 +98,11 @@ class GenerateParams(_Strict):
     channels: dict[str, ChannelParams]
     star_noise: float = Field(ge=0, le=1)
     noise: NoiseParams
+    words: dict[str, WordCountParams]
+    # Per channel, for a neutral row: probability of each no-opinion text kind.
+    no_opinion: dict[str, dict[str, float]] = {}
+    styles: StyleParams
+    tweet: TweetParams
     incidents: list[IncidentParams] = []
 
     @model_validator(mode="after")
@@ -78,6 +116,15 @@ class GenerateParams(_Strict):
             raise ValueError(f"unknown channels {sorted(unknown)}; use {', '.join(CHANNELS)}")
         if self.end < self.start:
             raise ValueError("generate.end is before generate.start")
+        missing = set(self.channels) - set(self.words)
+        if missing:
+            raise ValueError(f"generate.words needs a length for the channels {sorted(missing)}")
+        for channel, kinds in self.no_opinion.items():
+            unknown = set(kinds) - set(NO_OPINION_KINDS)
+            if channel not in CHANNELS or unknown:
+                raise ValueError(f"generate.no_opinion.{channel}: use channels {CHANNELS} and kinds {NO_OPINION_KINDS}")
+            if sum(kinds.values()) > 1 + 1e-9:
+                raise ValueError(f"generate.no_opinion.{channel}: probabilities must sum to at most 1")
         return self
 
 

@@ -16,6 +16,8 @@ ASPECTS: tuple[str, ...] = (
     "customer_support",
 )
 CHANNELS: tuple[str, ...] = ("survey", "app_review", "social_media", "support_chat")
+# Kinds of synthetic text that hold no opinion on any aspect (labelled neutral).
+NO_OPINION_KINDS: tuple[str, ...] = ("question", "request", "order_status", "promotion", "news", "chit_chat")
 LANGUAGES: tuple[str, ...] = ("es", "en", "other")
 
 # Columns every feedback table carries after the import, synthetic or real.

@@ -42,7 +42,7 @@ _KEYBOARD_NEIGHBOURS = {
 }
 _WORD = re.compile(r"[^\W\d_]{4,}")
 # Placeholders and personal data must survive the noise intact.
-_PROTECTED = re.compile(r"\S+@\S+|[#@]\w+|\d[\d .-]*\d")
+_PROTECTED = re.compile(r"\S+@\S+|[#@][\w.]+|https?://\S+|\d[\d .-]*\d")
 
 
 def strip_accents(text: str) -> str:
@@ -73,7 +73,8 @@ def add_typos(text: str, rng: np.random.Generator, count: int = 1) -> str:
 
 def stretch_letters(text: str, rng: np.random.Generator) -> str:
     """Repeat the last vowel of one or two words ("buenísimo" -> "buenísimooo")."""
-    words = [m for m in _WORD.finditer(text) if m.group()[-1].lower() in "aeiouáéíóúy"]
+    protected = _protected_positions(text)
+    words = [m for m in _WORD.finditer(text) if m.group()[-1].lower() in "aeiouáéíóúy" and m.start() not in protected]
     if not words:
         return text
     picks = sorted(rng.choice(len(words), size=min(len(words), 1 + int(rng.integers(2))), replace=False))
