@@ -295,6 +295,30 @@ def evaluate(
 
 
 @app.command()
+def realism(
+    params_file: Path = ParamsOption,
+    feedback: Path = typer.Option(Path("data/interim/feedback.parquet"), help="Preprocessed feedback, all sources."),
+    metrics: Path = typer.Option(Path("reports/realism.json"), help="Realism metrics (DVC metrics)."),
+    details: Path = typer.Option(Path("reports/realism"), help="Full comparison per real source."),
+) -> None:
+    """How far the synthetic corpus is from every imported real set (domain AUC, distances, label mix)."""
+    from peru_sentiment.evaluation.realism import measure_realism, realism_metrics
+    from peru_sentiment.metadata import stage_record, write_json
+    from peru_sentiment.text.lexicon import EmotionLexicon
+
+    params = load_params(params_file)
+    with stage_record("realism", Path("reports/stages/realism.json")) as record:
+        frame = _read_parquet(feedback)
+        result = measure_realism(frame, params.realism, EmotionLexicon(params.preprocess.lexicons))
+        headline = realism_metrics(result)
+        write_json(metrics, headline)
+        write_json(details / "details.json", result)
+        if not result["sources"]:
+            log.info(result["note"])
+        record.update(rows_in=len(frame), **headline)
+
+
+@app.command()
 def report(
     params_file: Path = ParamsOption,
     out_dir: Path = typer.Option(Path("reports"), help="Folder for report.html, report.md and model_card.md."),

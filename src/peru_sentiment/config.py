@@ -278,6 +278,15 @@ class EvaluateParams(_Strict):
     breakdowns: list[str]
 
 
+class RealismParams(_Strict):
+    """How the ``realism`` stage compares the synthetic corpus with each imported real set."""
+
+    seed: int
+    folds: int = Field(ge=2)  # cross-validation folds of the domain classifier
+    max_rows: int = Field(ge=10)  # texts per side (synthetic, real set) that are compared
+    top_ngrams: int = Field(ge=1)  # n-grams listed that give each side away
+
+
 class ReportParams(_Strict):
     """What the ``report`` stage samples, scores and explains."""
 
@@ -318,6 +327,7 @@ class Params(BaseModel):
     train: TrainParams
     tune: TuneParams
     evaluate: EvaluateParams
+    realism: RealismParams
     report: ReportParams
     export: ExportParams
 

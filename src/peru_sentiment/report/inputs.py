@@ -25,6 +25,7 @@ class Paths:
     model_dir: Path = Path("models/trained")
     metrics: Path = Path("reports/metrics.json")
     evaluation_dir: Path = Path("reports/evaluation")
+    realism_dir: Path = Path("reports/realism")
 
     @classmethod
     def under(cls, root: Path) -> Paths:
@@ -72,3 +73,7 @@ def test_predictions(paths: Paths) -> pd.DataFrame:
 
 def evaluation_details(paths: Paths) -> dict:
     return read_json(paths.evaluation_dir / "details.json", "evaluate")
+
+
+def realism_details(paths: Paths) -> dict:
+    return read_json(paths.realism_dir / "details.json", "realism")
