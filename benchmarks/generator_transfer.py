@@ -3,7 +3,8 @@
 For each synthetic corpus (a ``generate`` output) and each real labelled set
 (a directory of ``<set>/<set>.csv`` files with columns ``text,label``):
 
-- domain-classifier ROC AUC, synthetic vs real (0.5 = indistinguishable);
+- domain-classifier ROC AUC, real vs the synthetic texts in the set's
+  languages (0.5 = indistinguishable);
 - TF-IDF + logistic regression trained on the synthetic corpus, macro-F1 and
   per-class recall on the real set's test portion (70/30 stratified, seed 0,
   at most 1,500 rows);
@@ -35,7 +36,7 @@ from sklearn.metrics import f1_score, recall_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-from peru_sentiment.evaluation.realism import domain_auc
+from peru_sentiment.evaluation.realism import domain_auc, same_languages
 from peru_sentiment.schema import LABELS
 
 log = logging.getLogger("generator_transfer")
@@ -46,7 +47,7 @@ def real_test_portions(directory: Path) -> dict[str, pd.DataFrame]:
     """Each set's test portion: 30% stratified by label (seed 0), at most 1,500 rows."""
     portions = {}
     for path in sorted(directory.glob("*/*.csv")):
-        frame = pd.read_csv(path, usecols=["text", "label"]).dropna()
+        frame = pd.read_csv(path, usecols=["text", "label", "language"]).dropna(subset=["text", "label"])
         frame = frame[frame["label"].isin(LABELS)]
         _, test = train_test_split(frame, test_size=TEST_SHARE, stratify=frame["label"], random_state=SEED)
         if len(test) > TEST_CAP:
@@ -146,7 +147,15 @@ def main() -> None:
         entry = {}
         for name, test in real.items():
             entry[name] = {
-                "domain_auc": round(domain_auc(corpus["text"], test["text"], max_rows=args.auc_rows, seed=SEED), 4),
+                "domain_auc": round(
+                    domain_auc(
+                        corpus.loc[corpus["language"].isin(same_languages(corpus, test["language"])), "text"],
+                        test["text"],
+                        max_rows=args.auc_rows,
+                        seed=SEED,
+                    ),
+                    4,
+                ),
                 "tfidf": scores(test["label"], tfidf.predict(test["text"])),
             }
             if probe is not None:

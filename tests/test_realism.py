@@ -72,6 +72,7 @@ def test_measure_realism_reports_every_real_source_whatever_its_role(lexicon):
     result = realism.measure_realism(_feedback(90), params, lexicon)
     tweets = result["sources"]["tweets"]
     assert tweets["roles"] == ["unlabelled"] and tweets["rows"] == 90
+    assert tweets["languages"] == ["es"], "no English synthetic text: compared with all of them"
     assert tweets["domain_auc"] > 0.95 and tweets["label_mix"]["total_variation"] is None
     metrics = realism.realism_metrics(result)
     assert metrics["sources"] == 1 and metrics["mean_domain_auc"] == tweets["domain_auc"]
@@ -83,3 +84,10 @@ def test_without_real_feedback_the_result_is_empty_and_says_so(lexicon):
     result = realism.measure_realism(_feedback(0).query("source == 'synthetic'"), params, lexicon)
     assert result["sources"] == {} and "no real feedback imported" in result["note"]
     assert realism.realism_metrics(result) == {"sources": 0, "note": result["note"]}
+
+
+def test_a_real_set_is_compared_with_the_synthetic_texts_in_its_languages():
+    synthetic = pd.DataFrame({"language": ["es"] * 50 + ["en"] * 20 + ["other"] * 5})
+    assert realism.same_languages(synthetic, pd.Series(["en"] * 95 + ["other"] * 5)) == ["en"]
+    assert realism.same_languages(synthetic, pd.Series(["es"] * 60 + ["en"] * 40)) == ["en", "es"]
+    assert realism.same_languages(synthetic, pd.Series(["pt"] * 10)) == ["en", "es", "other"]

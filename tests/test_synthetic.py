@@ -61,7 +61,14 @@ def test_text_kinds_appear_at_their_configured_rates(corpus, params, phrasebook)
         shares = rows["kind"].value_counts(normalize=True)
         for kind, rate in generate.no_opinion[channel].items():
             assert shares.get(kind, 0) == pytest.approx(rate, abs=0.07), (channel, kind)
-    assert set(corpus["kind"]) == {"opinion", "short", *NO_OPINION_KINDS}
+    assert set(corpus["kind"]) == {"opinion", "short", "off_topic", *NO_OPINION_KINDS}
+    opinionated = corpus[(corpus["label"] != "neutral") & corpus["incident"].isna()]
+    for channel, rows in opinionated.groupby("channel"):
+        share = rows["kind"].eq("off_topic").mean()
+        assert share == pytest.approx(generate.off_topic.get(channel, 0), abs=0.04), channel
+    off_topic = corpus[corpus["kind"] == "off_topic"]
+    assert off_topic["aspect_other"].notna().all() and off_topic["label"].isin(["negative", "positive"]).all()
+    assert corpus.loc[corpus["kind"] != "off_topic", "aspect_other"].isna().all(), "service texts state no 'other'"
 
     statements = _statements(corpus)
     names = {-1: "negative", 0: "neutral", 1: "positive"}

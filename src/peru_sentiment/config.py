@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS, NO_OPINION_KINDS
+from peru_sentiment.schema import CHANNELS, LABELS, NO_OPINION_KINDS, SERVICE_ASPECTS
 
 __all__ = ["ConfigError", "Params", "load_params", "load_yaml"]
 
@@ -79,8 +79,8 @@ class IncidentParams(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> IncidentParams:
-        if self.aspect not in ASPECTS:
-            raise ValueError(f"unknown aspect {self.aspect!r}; use one of {', '.join(ASPECTS)}")
+        if self.aspect not in SERVICE_ASPECTS:
+            raise ValueError(f"unknown aspect {self.aspect!r}; use one of {', '.join(SERVICE_ASPECTS)}")
         if self.end < self.start:
             raise ValueError(f"incident ends ({self.end}) before it starts ({self.start})")
         return self
@@ -101,6 +101,8 @@ class GenerateParams(_Strict):
     words: dict[str, WordCountParams]
     # Per channel, for a neutral row: probability of each no-opinion text kind.
     no_opinion: dict[str, dict[str, float]] = {}
+    # Per channel, for a positive or negative row: probability of an off-topic opinion.
+    off_topic: dict[str, float] = {}
     styles: StyleParams
     tweet: TweetParams
     incidents: list[IncidentParams] = []
@@ -125,6 +127,9 @@ class GenerateParams(_Strict):
                 raise ValueError(f"generate.no_opinion.{channel}: use channels {CHANNELS} and kinds {NO_OPINION_KINDS}")
             if sum(kinds.values()) > 1 + 1e-9:
                 raise ValueError(f"generate.no_opinion.{channel}: probabilities must sum to at most 1")
+        for channel, share in self.off_topic.items():
+            if channel not in CHANNELS or not 0 <= share <= 1:
+                raise ValueError(f"generate.off_topic.{channel}: use channels {CHANNELS} and a probability")
         return self
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from peru_sentiment.config import GenerateParams, load_yaml
 from peru_sentiment.data import noise
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS, NO_OPINION_KINDS, aspect_column
+from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS, NO_OPINION_KINDS, SERVICE_ASPECTS, aspect_column
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,12 @@ class FeedbackGenerator:
             polarities = {"general": {"negative": -1, "neutral": 0, "positive": 1}[target]}
             statements = [("general", polarities["general"], "stock")]
             text = self._pick(self.book["short_texts"][language][target])
+        elif kind == "off_topic":
+            polarities = {"other": 1 if target == "positive" else -1}
+            statements = [("other", polarities["other"], "stock")]
+            text = self._fill_slots(
+                self._punctuate(self._statement("other", polarities["other"], language)[0], target), region
+            )
         elif kind in NO_OPINION_KINDS:
             polarities = {}
             text = self._no_opinion(kind, channel, language, region)
@@ -229,7 +235,7 @@ class FeedbackGenerator:
         return row
 
     def _kind(self, target: str, channel: str) -> str:
-        """``short``, ``opinion`` or, for neutral rows, one of the no-opinion kinds."""
+        """``short``, ``opinion``, ``off_topic`` (positive or negative rows) or a no-opinion kind (neutral rows)."""
         no_opinion = self.params.no_opinion.get(channel, {})
         if target == "neutral" and no_opinion:
             draw, cumulative = self.rng.random(), 0.0
@@ -237,6 +243,8 @@ class FeedbackGenerator:
                 cumulative += probability
                 if draw < cumulative:
                     return kind
+        elif target != "neutral" and self._chance(self.params.off_topic.get(channel, 0.0)):
+            return "off_topic"
         return "short" if self._chance(self.params.channels[channel].short_text) else "opinion"
 
     def _no_opinion(self, kind: str, channel: str, language: str, region: Region) -> str:
@@ -268,7 +276,7 @@ class FeedbackGenerator:
         if target == "neutral" and size == 1:
             weights = [0, 1, 0]
         while True:
-            aspects = list(self.rng.choice(ASPECTS, size=size, replace=False))
+            aspects = list(self.rng.choice(SERVICE_ASPECTS, size=size, replace=False))
             polarities = {str(aspect): int(self.rng.choice([-1, 0, 1], p=weights)) for aspect in aspects}
             if forced_aspect:
                 polarities.pop(forced_aspect, None)

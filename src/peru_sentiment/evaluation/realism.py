@@ -4,9 +4,9 @@ For every real source (imported rows of any role: ``train``, ``external``,
 ``unlabelled``) against the synthetic rows:
 
 - a domain classifier's cross-validated ROC AUC: TF-IDF word and character
-  n-grams with logistic regression, real vs synthetic (0.5 = the two cannot be
-  told apart, 1.0 = every text gives its side away; the method Evidently uses
-  for text drift);
+  n-grams with logistic regression, real vs the synthetic texts in the real
+  set's languages (0.5 = the two cannot be told apart, 1.0 = every text gives
+  its side away; the method Evidently uses for text drift);
 - distances between the distributions of surface features (length,
   punctuation, emoji, uppercase, exclamation, lexicon-word density, emotion
   score): the Kolmogorov-Smirnov statistic (0..1) and the Wasserstein distance;
@@ -160,6 +160,18 @@ def label_mix(synthetic: pd.Series, real: pd.Series) -> dict:
     return {**shares, "total_variation": round(distance, 4)}
 
 
+def same_languages(synthetic: pd.DataFrame, real_languages: pd.Series, min_share: float = 0.1) -> list[str]:
+    """The languages of at least ``min_share`` of a real set that the synthetic corpus also has.
+
+    An English real set is compared with the English synthetic texts: otherwise
+    the language alone would tell the sides apart and hide everything else.
+    """
+    shares = real_languages.value_counts(normalize=True)
+    languages = sorted(str(language) for language, share in shares.items() if share >= min_share)
+    present = [language for language in languages if (synthetic["language"] == language).sum() >= 10]
+    return present or sorted(str(language) for language in synthetic["language"].unique())
+
+
 def measure_realism(feedback: pd.DataFrame, params: RealismParams, lexicon: EmotionLexicon) -> dict:
     """Realism of the synthetic rows against every imported source in a preprocessed feedback table."""
     synthetic = feedback[feedback["source"] == SYNTHETIC_SOURCE]
@@ -168,24 +180,28 @@ def measure_realism(feedback: pd.DataFrame, params: RealismParams, lexicon: Emot
         return {"sources": {}, "note": "no real feedback imported (ingest.sources is empty): nothing to compare"}
     if synthetic.empty:
         return {"sources": {}, "note": "no synthetic feedback in the table: nothing to compare"}
-    rng = np.random.default_rng(params.seed)
-    sample = synthetic.iloc[rng.permutation(len(synthetic))[: params.max_rows]]
-    synthetic_features = text_features(sample["text"].tolist(), sample["language"].tolist(), lexicon)
     results = {}
     for source, rows in real.groupby("source", sort=True):
         if len(rows) < 2 * params.folds:
             log.warning("source %s has %d rows, too few to measure realism; skipped", source, len(rows))
             continue
-        log.info("realism of the synthetic corpus against %s (%d rows)", source, len(rows))
+        rng = np.random.default_rng(params.seed)
         rows = rows.iloc[rng.permutation(len(rows))[: params.max_rows]]
-        real_features = text_features(rows["text"].tolist(), rows["language"].tolist(), lexicon)
+        languages = same_languages(synthetic, rows["language"])
+        sample = synthetic[synthetic["language"].isin(languages)]
+        sample = sample.iloc[rng.permutation(len(sample))[: params.max_rows]]
+        log.info("realism of %d synthetic texts against %s (%d texts)", len(sample), source, len(rows))
         results[str(source)] = {
             "roles": sorted(str(role) for role in rows["role"].dropna().unique()),
             "rows": len(rows),
+            "languages": languages,
             "domain_auc": round(
                 domain_auc(sample["text"], rows["text"], params.folds, params.max_rows, params.seed), 4
             ),
-            "features": feature_distances(synthetic_features, real_features),
+            "features": feature_distances(
+                text_features(sample["text"].tolist(), sample["language"].tolist(), lexicon),
+                text_features(rows["text"].tolist(), rows["language"].tolist(), lexicon),
+            ),
             "label_mix": label_mix(sample["label"], rows["label"]),
             "giveaway_ngrams": giveaway_ngrams(
                 sample["text"], rows["text"], params.top_ngrams, params.max_rows, params.seed
