@@ -1,3 +1,7 @@
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,3 +95,21 @@ def test_a_real_set_is_compared_with_the_synthetic_texts_in_its_languages():
     assert realism.same_languages(synthetic, pd.Series(["en"] * 95 + ["other"] * 5)) == ["en"]
     assert realism.same_languages(synthetic, pd.Series(["es"] * 60 + ["en"] * 40)) == ["en", "es"]
     assert realism.same_languages(synthetic, pd.Series(["pt"] * 10)) == ["en", "es", "other"]
+
+
+def test_the_realism_stage_writes_valid_empty_metrics_when_nothing_is_imported(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from peru_sentiment.cli import app
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(root / "configs/lexicons", tmp_path / "configs/lexicons")
+    monkeypatch.chdir(tmp_path)
+    _feedback(0).to_parquet(tmp_path / "feedback.parquet")
+    result = CliRunner().invoke(app, ["realism", "--feedback", "feedback.parquet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "reports/realism.json").read_text())
+    assert metrics["sources"] == 0 and "nothing to compare" in metrics["note"]
+    assert json.loads((tmp_path / "reports/realism/details.json").read_text())["sources"] == {}
+    assert json.loads((tmp_path / "reports/stages/realism.json").read_text())["stage"] == "realism"

@@ -74,7 +74,8 @@ def generate(
             [f"Generated with seed {params.seed}, {params.start} to {params.end}. "
              "Labels follow from the aspect polarities (sum > 0 positive, < 0 negative, else neutral). "
              "No-opinion texts (questions, requests, order status, promotions, news, chit-chat) state no "
-             "aspect and are neutral; `kind` names each text's kind and `statements` its aspect:polarity:style.",
+             "aspect and are neutral; off-topic opinions (football, weather, traffic) state the aspect `other`; "
+             "`kind` names each text's kind and `statements` its aspect:polarity:style.",
              "", "Statement styles: " + ", ".join(f"{k} {v:.1%}" for k, v in styles_used.items()) + "."],
         )  # fmt: skip
         record.update(
