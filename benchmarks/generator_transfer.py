@@ -23,6 +23,7 @@ neutral texts still counts neutral predictions as errors).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -84,16 +85,30 @@ def tfidf_classifier(texts: pd.Series, labels: pd.Series) -> Pipeline:
 
 
 class E5Embedder:
-    """Mean-pooled, L2-normalised embeddings of a frozen e5 checkpoint ("query: " prefix)."""
+    """Mean-pooled, L2-normalised embeddings of a frozen e5 checkpoint ("query: " prefix).
 
-    def __init__(self, checkpoint: Path, max_length: int = 128, batch_size: int = 64):
+    With ``cache``, embeddings are kept in that folder under a digest of the texts.
+    """
+
+    def __init__(self, checkpoint: Path, cache: Path | None = None, max_length: int = 128, batch_size: int = 64):
         from peru_sentiment.model.checkpoints import load_backbone, load_tokenizer
 
         self.tokenizer = load_tokenizer(str(checkpoint))
         self.backbone = load_backbone(str(checkpoint))
-        self.max_length, self.batch_size = max_length, batch_size
+        self.max_length, self.batch_size, self.cache = max_length, batch_size, cache
 
     def __call__(self, texts: list[str]) -> np.ndarray:
+        if self.cache is None:
+            return self._embed(texts)
+        digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+        path = self.cache / f"{digest}.npy"
+        if not path.is_file():
+            self.cache.mkdir(parents=True, exist_ok=True)
+            np.save(path, self._embed(texts))
+        return np.load(path)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        log.info("embedding %d texts", len(texts))
         out = []
         for start in range(0, len(texts), self.batch_size):
             batch = [f"query: {text}" for text in texts[start : start + self.batch_size]]
@@ -118,6 +133,7 @@ def main() -> None:
     parser.add_argument("--real", type=Path, required=True, help="directory of <set>/<set>.csv real labelled sets")
     parser.add_argument("--synthetic", nargs="+", required=True, help="NAME=PATH of generated parquet corpora")
     parser.add_argument("--e5", type=Path, help="e5 checkpoint directory for the linear probe (optional)")
+    parser.add_argument("--cache", type=Path, help="folder that keeps e5 embeddings between runs")
     parser.add_argument("--probe-train", type=int, default=4000)
     parser.add_argument("--probe-test", type=int, default=500)
     parser.add_argument("--train-rows", type=int, default=10000, help="synthetic rows the TF-IDF model trains on")
@@ -127,7 +143,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     real = real_test_portions(args.real)
-    embedder = E5Embedder(args.e5) if args.e5 else None
+    embedder = E5Embedder(args.e5, args.cache) if args.e5 else None
     probe_tests = {name: test.sample(min(args.probe_test, len(test)), random_state=SEED) for name, test in real.items()}
     real_embeddings = {name: embedder(list(test["text"])) for name, test in probe_tests.items()} if embedder else {}
     results: dict = {}

@@ -156,6 +156,9 @@ def test_texts_are_varied_and_noisy(corpus):
     assert corpus["text"].str.split().str.len().max() > 40 and corpus["text"].str.len().min() <= 3
     assert corpus["text"].str.contains(r"a{3}|e{3}|i{3}|o{3}|u{3}", regex=True).mean() > 0.03  # stretched letters
     assert (corpus["text"] == corpus["text"].str.upper()).mean() > 0.02  # ALL CAPS
+    typed_fast = corpus[corpus["text"].str.len() > 20]["text"]
+    assert (typed_fast == typed_fast.str.lower()).mean() > 0.15, "all lower case, as typed on a phone"
+    assert (~typed_fast.str.contains(r"[.!?…]$", regex=True)).mean() > 0.3, "many texts lack a final stop"
 
 
 def test_personal_data_is_present_and_masked(corpus):

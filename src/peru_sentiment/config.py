@@ -66,6 +66,9 @@ class NoiseParams(_Strict):
     repeated_letters: float = Field(ge=0, le=1)
     emoji: float = Field(ge=0, le=1)
     all_caps: float = Field(ge=0, le=1)
+    lowercase: float = Field(ge=0, le=1)
+    bare_ending: float = Field(ge=0, le=1)
+    exclamation: float = Field(ge=0, le=1)
     personal_data: float = Field(ge=0, le=1)
 
 

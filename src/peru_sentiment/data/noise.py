@@ -1,4 +1,4 @@
-"""Realistic corruption of clean synthetic text: typos, lost accents, stretched letters, caps.
+"""Realistic corruption of clean synthetic text: typos, lost accents, stretched letters, caps, lower case.
 
 Every function takes the random generator explicitly, so the corpus stays
 deterministic for a given seed.
@@ -92,6 +92,12 @@ def shout(text: str) -> str:
     """ALL CAPS, leaving e-mail addresses as they were."""
     protected = _protected_positions(text)
     return "".join(c if i in protected else c.upper() for i, c in enumerate(text))
+
+
+def lowercase(text: str) -> str:
+    """All lower case, as typed fast on a phone, leaving e-mails, mentions and links as they were."""
+    protected = _protected_positions(text)
+    return "".join(c if i in protected else c.lower() for i, c in enumerate(text))
 
 
 def _protected_positions(text: str) -> set[int]:

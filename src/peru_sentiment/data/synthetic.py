@@ -368,7 +368,8 @@ class FeedbackGenerator:
         sentence = sentence[: first + 1].upper() + sentence[first + 1 :]
         if sentence[-1] in ".!?…":
             return sentence
-        ending = "." if label == "neutral" or not self._chance(0.3) else self._pick(["!", "!!", "!!!", "..."])
+        excited = label != "neutral" and self._chance(self.params.noise.exclamation)
+        ending = self._pick(["!", "!!", "!!!", "..."]) if excited else "."
         return sentence + ending
 
     def _fill_slots(self, text: str, region: Region) -> str:
@@ -424,6 +425,10 @@ class FeedbackGenerator:
             text = noise.add_typos(text, rng, count=1 + int(rng.integers(3)))
         if self._chance(amounts.all_caps * (3 if label == "negative" else 1)):
             text = noise.shout(text)
+        elif self._chance(amounts.lowercase):
+            text = noise.lowercase(text)
+        if self._chance(amounts.bare_ending) and text.endswith(".") and not text.endswith(".."):
+            text = text[:-1]
         if self._chance(amounts.emoji):
             emojis = self.vocabulary["emojis"][label]
             text = f"{text} {''.join(self._pick(emojis) for _ in range(1 + int(rng.integers(3))))}"
