@@ -155,8 +155,9 @@ def main() -> None:
         tfidf = tfidf_classifier(corpus["text"], corpus["label"])
         probe = None
         if embedder:
-            train = corpus.groupby("label", group_keys=False).apply(
-                lambda rows: rows.sample(min(len(rows), args.probe_train // 3), random_state=SEED)
+            train = pd.concat(
+                rows.sample(min(len(rows), args.probe_train // 3), random_state=SEED)
+                for _, rows in corpus.groupby("label")
             )
             probe = LogisticRegression(max_iter=3000, class_weight="balanced", C=4.0)
             probe.fit(embedder(list(train["text"])), train["label"])

@@ -111,7 +111,7 @@ def load_phrasebook(path: str | Path, styles: str | Path | None = None) -> dict:
         if not book.get("no_opinion", {}).get(kind, {}).get(language)
     ]
     missing += [f"context.{language}" for language in LANGUAGES if not book.get("context", {}).get(language)]
-    for section in ("styles", "tweet"):
+    for section in ("styles", "sarcasm_markers", "tweet"):
         if not book.get(section):
             missing.append(section)
     unknown = set(book.get("styles") or {}) - set(STATEMENT_STYLES)
@@ -297,7 +297,7 @@ class FeedbackGenerator:
                 if options:
                     statement = self._pick(options)
                     if style == "sarcasm" and self._chance(rates.sarcasm_marker):
-                        statement = f"{statement} {self._pick(self.book['tweet']['sarcasm_markers'][language])}"
+                        statement = f"{statement} {self._pick(self.book['sarcasm_markers'][language])}"
                     return statement, style
                 break
         return self._pick(self.book["aspects"][aspect][language][POLARITY_NAMES[polarity]]), "stock"
