@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=10000, help="synthetic rows the TF-IDF model trains on")
     parser.add_argument("--auc-rows", type=int, default=1000, help="texts per side of the domain classifier")
     parser.add_argument("--out", type=Path, required=True, help="JSON results")
+    parser.add_argument("--probe-only", action="store_true", help="skip the domain AUC and the TF-IDF model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -152,7 +153,7 @@ def main() -> None:
         corpus = pd.read_parquet(path)
         corpus = corpus.sample(min(len(corpus), args.train_rows), random_state=SEED)
         started = time.perf_counter()
-        tfidf = tfidf_classifier(corpus["text"], corpus["label"])
+        tfidf = None if args.probe_only else tfidf_classifier(corpus["text"], corpus["label"])
         probe = None
         if embedder:
             train = pd.concat(
@@ -163,18 +164,11 @@ def main() -> None:
             probe.fit(embedder(list(train["text"])), train["label"])
         entry = {}
         for name, test in real.items():
-            entry[name] = {
-                "domain_auc": round(
-                    domain_auc(
-                        corpus.loc[corpus["language"].isin(same_languages(corpus, test["language"])), "text"],
-                        test["text"],
-                        max_rows=args.auc_rows,
-                        seed=SEED,
-                    ),
-                    4,
-                ),
-                "tfidf": scores(test["label"], tfidf.predict(test["text"])),
-            }
+            entry[name] = {}
+            if tfidf is not None:
+                same = corpus["language"].isin(same_languages(corpus, test["language"]))
+                auc = domain_auc(corpus.loc[same, "text"], test["text"], max_rows=args.auc_rows, seed=SEED)
+                entry[name] = {"domain_auc": round(auc, 4), "tfidf": scores(test["label"], tfidf.predict(test["text"]))}
             if probe is not None:
                 entry[name]["e5_probe"] = scores(probe_tests[name]["label"], probe.predict(real_embeddings[name]))
             log.info("%s vs %s: %s", corpus_name, name, entry[name])
@@ -182,7 +176,8 @@ def main() -> None:
             values = [entry[name][method]["macro_f1"] for name in real if method in entry[name]]
             if values:
                 entry[f"mean_{method}_macro_f1"] = round(float(np.mean(values)), 4)
-        entry["mean_domain_auc"] = round(float(np.mean([entry[name]["domain_auc"] for name in real])), 4)
+        if tfidf is not None:
+            entry["mean_domain_auc"] = round(float(np.mean([entry[name]["domain_auc"] for name in real])), 4)
         entry["seconds"] = round(time.perf_counter() - started, 1)
         results[corpus_name] = entry
     args.out.write_text(json.dumps(results, indent=2))

@@ -274,7 +274,9 @@ class FeedbackGenerator:
             "neutral": [0.30, 0.40, 0.30],
         }[target]
         if target == "neutral" and size == 1:
-            weights = [0, 1, 0]
+            # Most neutral reviews are mixed (good and bad), like real 3-star reviews.
+            size = 2 if self._chance(0.6) else 1
+            weights = [0.45, 0.10, 0.45] if size == 2 else [0, 1, 0]
         while True:
             aspects = list(self.rng.choice(SERVICE_ASPECTS, size=size, replace=False))
             polarities = {str(aspect): int(self.rng.choice([-1, 0, 1], p=weights)) for aspect in aspects}
