@@ -64,9 +64,8 @@ def test_text_kinds_appear_at_their_configured_rates(corpus, params, phrasebook)
     assert set(corpus["kind"]) == {"opinion", "short", "off_topic", *NO_OPINION_KINDS}
     opinionated = corpus[(corpus["label"] != "neutral") & corpus["incident"].isna()]
     for channel, rows in opinionated.groupby("channel"):
-        rate = generate.off_topic.get(channel, 0)
-        tolerance = 4 * np.sqrt(rate * (1 - rate) / len(rows)) + 0.01  # four standard errors
-        assert rows["kind"].eq("off_topic").mean() == pytest.approx(rate, abs=tolerance), channel
+        share = rows["kind"].eq("off_topic").mean()
+        assert share == pytest.approx(generate.off_topic.get(channel, 0), abs=0.04), channel
     off_topic = corpus[corpus["kind"] == "off_topic"]
     assert off_topic["aspect_other"].notna().all() and off_topic["label"].isin(["negative", "positive"]).all()
     assert corpus.loc[corpus["kind"] != "off_topic", "aspect_other"].isna().all(), "service texts state no 'other'"
@@ -74,7 +73,7 @@ def test_text_kinds_appear_at_their_configured_rates(corpus, params, phrasebook)
     statements = _statements(corpus)
     names = {-1: "negative", 0: "neutral", 1: "positive"}
     language = corpus["language"].loc[statements.index]
-    for style in synthetic.STATEMENT_STYLES[1:]:
+    for style in ("implicit", "negation", "comparison", "sarcasm"):
         has_material = [
             bool(phrasebook["styles"][style].get(aspect, {}).get(lang, {}).get(names[polarity]))
             for aspect, polarity, lang in zip(statements["aspect"], statements["polarity"], language, strict=True)
@@ -85,7 +84,6 @@ def test_text_kinds_appear_at_their_configured_rates(corpus, params, phrasebook)
         assert (eligible["style"] == style).mean() == pytest.approx(rate, abs=0.35 * rate + 0.01), style
     sarcastic = statements[statements["style"] == "sarcasm"]
     assert (sarcastic["polarity"] == -1).all(), "sarcasm only carries negative statements"
-    assert (statements.loc[statements["style"] == "lukewarm", "polarity"] == 0).all(), "lukewarm is neutral"
 
     social = corpus[(corpus["channel"] == "social_media") & (corpus["kind"] != "short")]["text"]
     assert social.str.startswith("RT @").mean() == pytest.approx(generate.tweet.retweet, abs=0.04)

@@ -42,12 +42,11 @@ class StyleParams(_Strict):
     negation: float = Field(ge=0, le=1)
     comparison: float = Field(ge=0, le=1)
     sarcasm: float = Field(ge=0, le=1)  # of negative statements only
-    lukewarm: float = Field(ge=0, le=1)  # of neutral statements only
     sarcasm_marker: float = Field(ge=0, le=1)  # sarcastic statements followed by a marker (🙃, jajaja)
 
     @model_validator(mode="after")
     def _check(self) -> StyleParams:
-        if self.implicit + self.negation + self.comparison + max(self.sarcasm, self.lukewarm) > 1 + 1e-9:
+        if self.implicit + self.negation + self.comparison + self.sarcasm > 1 + 1e-9:
             raise ValueError("statement style probabilities must sum to at most 1")
         return self
 

@@ -47,7 +47,7 @@ LANGUAGES = ("es", "en")
 _LABEL_STARS = {"negative": (1, 1, 2), "neutral": (3,), "positive": (4, 5, 5)}
 _FAKER_LOCALES = ["es_MX", "es_CO", "es_AR", "es_ES", "es_CL"]
 _POOL_SIZE = 400
-STATEMENT_STYLES = ("stock", "implicit", "negation", "comparison", "sarcasm", "lukewarm")
+STATEMENT_STYLES = ("stock", "implicit", "negation", "comparison", "sarcasm")
 _WORDS_PER_ASPECT = 18
 _MAX_CONTEXT_SENTENCES = 4
 _LINK_CHARS = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -290,8 +290,8 @@ class FeedbackGenerator:
         """One statement and its style: a styled one where the styles file has one, else stock."""
         rates = self.params.styles
         draw, cumulative = self.rng.random(), 0.0
-        for style in STATEMENT_STYLES[1:]:
-            if (style == "sarcasm" and polarity != -1) or (style == "lukewarm" and polarity != 0):
+        for style in ("implicit", "negation", "comparison", "sarcasm"):
+            if style == "sarcasm" and polarity != -1:
                 continue
             cumulative += getattr(rates, style)
             if draw < cumulative:
