@@ -53,6 +53,7 @@ def test_smoke_pipeline_end_to_end_and_reruns_only_what_changed(smoke_project):
         "tune",
         "train",
         "evaluate",
+        "realism",
         "report",
         "export",
     ):
@@ -75,6 +76,8 @@ def test_smoke_pipeline_end_to_end_and_reruns_only_what_changed(smoke_project):
     export = json.loads((smoke_project / "reports/stages/export.json").read_text())
     assert export["max_difference"] <= 1e-4 and export["verified_texts"] > 40
     assert (smoke_project / "models/export/LATEST").read_text().strip() == export["version"]
+    realism = json.loads((smoke_project / "reports/realism.json").read_text())
+    assert realism["sources"] == 0 and "no real feedback imported" in realism["note"]
 
     assert "up to date" in run_command(["dvc", "status"], smoke_project)
     params = yaml.safe_load((smoke_project / "params.yaml").read_text())

@@ -26,6 +26,9 @@ def test_repository_params_are_valid(params):
         (lambda p: p["generate"].update(typo_rate=0.1), "generate.typo_rate: Extra inputs"),
         (lambda p: p["generate"]["incidents"][0].update(aspect="weather"), "unknown aspect 'weather'"),
         (lambda p: p["generate"]["channels"].update(fax={}), "generate.channels.fax"),
+        (lambda p: p["generate"]["no_opinion"]["survey"].update(rant=0.1), "generate.no_opinion.survey"),
+        (lambda p: p["generate"]["words"].pop("survey"), "generate.words needs a length"),
+        (lambda p: p["generate"]["styles"].update(implicit=0.9), "statement style probabilities"),
         (lambda p: p["split"].update(test=1.5), "split.test"),
     ],
 )

@@ -47,6 +47,7 @@ def generate(
     regions: Path = typer.Option(paths.REGIONS, help="Regions of Peru."),
     phrasebook: Path = typer.Option(paths.PHRASEBOOK, help="Aspect statements."),
     vocabulary: Path = typer.Option(paths.VOCABULARY, help="Slot vocabulary."),
+    styles: Path = typer.Option(paths.STYLES, help="Statement styles, no-opinion texts, narrative, tweet form."),
     out: Path = typer.Option(paths.SYNTHETIC, help="Generated feedback."),
     events: Path = typer.Option(paths.SYNTHETIC_EVENTS, help="Ground-truth incidents."),
     card: Path = typer.Option(paths.SYNTHETIC_CARD, help="Data card."),
@@ -63,21 +64,38 @@ def generate(
     with stage_record("generate", record_file) as record:
         region_list = load_regions(regions)
         frame = synthetic.generate_feedback(
-            params, region_list, synthetic.load_phrasebook(phrasebook), load_yaml(vocabulary), progress=progress
+            params,
+            region_list,
+            synthetic.load_phrasebook(phrasebook, styles),
+            load_yaml(vocabulary),
+            progress=progress,
         )
         write_table(frame, out)
         incidents = synthetic.incident_events(params, region_list, frame)
         write_json(events, incidents)
+        styles_used = synthetic.statement_style_shares(frame)
         write_data_card(
             frame,
             card,
             "Synthetic feedback",
             [
                 f"Generated with seed {params.seed}, {params.start} to {params.end}. "
-                "Labels follow from the aspect polarities (sum > 0 positive, < 0 negative, else neutral)."
+                "Labels follow from the aspect polarities (sum > 0 positive, < 0 negative, else neutral). "
+                "No-opinion texts (questions, requests, order status, promotions, news, chit-chat) state no "
+                "aspect and are neutral; off-topic opinions (football, weather, traffic) state the aspect `other`; "
+                "`kind` names each text's kind and `statements` its aspect:polarity:style.",
+                "",
+                "Statement styles: " + ", ".join(f"{k} {v:.1%}" for k, v in styles_used.items()) + ".",
             ],
         )
-        record.update(rows_in=0, rows_out=len(frame), rejected=0, counts=feedback_counts(frame), incidents=incidents)
+        record.update(
+            rows_in=0,
+            rows_out=len(frame),
+            rejected=0,
+            counts=feedback_counts(frame),
+            statement_styles=styles_used,
+            incidents=incidents,
+        )
 
 
 @app.command()
@@ -249,6 +267,31 @@ def evaluate(
         for name, frame in predictions.items():
             write_table(frame, details / f"{name}_predictions.parquet")
         record.update(rows_in=len(splits["test"]) + len(splits["external"]), **headline)
+
+
+@app.command()
+def realism(
+    params_file: Path = ParamsOption,
+    feedback: Path = typer.Option(paths.FEEDBACK, help="Preprocessed feedback, all sources."),
+    metrics: Path = typer.Option(paths.REALISM_METRICS, help="Realism metrics (DVC metrics)."),
+    details: Path = typer.Option(paths.REALISM, help="Full comparison per real source."),
+    record_file: Path = record_option("realism"),
+) -> None:
+    """How far the synthetic corpus is from every imported real set (domain AUC, distances, label mix)."""
+    from peru_sentiment.evaluation.realism import measure_realism, realism_metrics
+    from peru_sentiment.metadata import stage_record, write_json
+    from peru_sentiment.text.lexicon import EmotionLexicon
+
+    params = load_params(params_file)
+    with stage_record("realism", record_file) as record:
+        frame = read_table(feedback)
+        result = measure_realism(frame, params.realism, EmotionLexicon(params.preprocess.lexicons))
+        headline = realism_metrics(result)
+        write_json(metrics, headline)
+        write_json(details / "details.json", result)
+        if not result["sources"]:
+            log.info(result["note"])
+        record.update(rows_in=len(frame), **headline)
 
 
 @app.command()

@@ -10,13 +10,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.schema import ASPECTS, CHANNELS, LABELS
+from peru_sentiment.schema import CHANNELS, LABELS, NO_OPINION_KINDS, SERVICE_ASPECTS
 
 __all__ = ["ConfigError", "Params", "load_params", "load_yaml"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WordCountParams(_Strict):
+    """Log-normal distribution of a channel's text length in words, fitted to real feedback."""
+
+    median: float = Field(gt=0)
+    sigma: float = Field(ge=0)
+    max: int = Field(gt=0)
 
 
 class ChannelParams(_Strict):
@@ -27,12 +35,40 @@ class ChannelParams(_Strict):
     closer: float = Field(ge=0, le=1)
 
 
+class StyleParams(_Strict):
+    """Per-statement probability of each statement style (the rest are stock opinions)."""
+
+    implicit: float = Field(ge=0, le=1)
+    negation: float = Field(ge=0, le=1)
+    comparison: float = Field(ge=0, le=1)
+    sarcasm: float = Field(ge=0, le=1)  # of negative statements only
+    sarcasm_marker: float = Field(ge=0, le=1)  # sarcastic statements followed by a marker (🙃, jajaja)
+
+    @model_validator(mode="after")
+    def _check(self) -> StyleParams:
+        if self.implicit + self.negation + self.comparison + self.sarcasm > 1 + 1e-9:
+            raise ValueError("statement style probabilities must sum to at most 1")
+        return self
+
+
+class TweetParams(_Strict):
+    """Social-media form, per social_media text: probabilities of each element."""
+
+    mention: float = Field(ge=0, le=1)
+    hashtag: float = Field(ge=0, le=1)
+    link: float = Field(ge=0, le=1)
+    retweet: float = Field(ge=0, le=1)
+
+
 class NoiseParams(_Strict):
     typo: float = Field(ge=0, le=1)
     missing_accents: float = Field(ge=0, le=1)
     repeated_letters: float = Field(ge=0, le=1)
     emoji: float = Field(ge=0, le=1)
     all_caps: float = Field(ge=0, le=1)
+    lowercase: float = Field(ge=0, le=1)
+    bare_ending: float = Field(ge=0, le=1)
+    exclamation: float = Field(ge=0, le=1)
     personal_data: float = Field(ge=0, le=1)
 
 
@@ -46,8 +82,8 @@ class IncidentParams(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> IncidentParams:
-        if self.aspect not in ASPECTS:
-            raise ValueError(f"unknown aspect {self.aspect!r}; use one of {', '.join(ASPECTS)}")
+        if self.aspect not in SERVICE_ASPECTS:
+            raise ValueError(f"unknown aspect {self.aspect!r}; use one of {', '.join(SERVICE_ASPECTS)}")
         if self.end < self.start:
             raise ValueError(f"incident ends ({self.end}) before it starts ({self.start})")
         return self
@@ -65,6 +101,13 @@ class GenerateParams(_Strict):
     channels: dict[str, ChannelParams]
     star_noise: float = Field(ge=0, le=1)
     noise: NoiseParams
+    words: dict[str, WordCountParams]
+    # Per channel, for a neutral row: probability of each no-opinion text kind.
+    no_opinion: dict[str, dict[str, float]] = {}
+    # Per channel, for a positive or negative row: probability of an off-topic opinion.
+    off_topic: dict[str, float] = {}
+    styles: StyleParams
+    tweet: TweetParams
     incidents: list[IncidentParams] = []
 
     @model_validator(mode="after")
@@ -78,6 +121,18 @@ class GenerateParams(_Strict):
             raise ValueError(f"unknown channels {sorted(unknown)}; use {', '.join(CHANNELS)}")
         if self.end < self.start:
             raise ValueError("generate.end is before generate.start")
+        missing = set(self.channels) - set(self.words)
+        if missing:
+            raise ValueError(f"generate.words needs a length for the channels {sorted(missing)}")
+        for channel, kinds in self.no_opinion.items():
+            unknown = set(kinds) - set(NO_OPINION_KINDS)
+            if channel not in CHANNELS or unknown:
+                raise ValueError(f"generate.no_opinion.{channel}: use channels {CHANNELS} and kinds {NO_OPINION_KINDS}")
+            if sum(kinds.values()) > 1 + 1e-9:
+                raise ValueError(f"generate.no_opinion.{channel}: probabilities must sum to at most 1")
+        for channel, share in self.off_topic.items():
+            if channel not in CHANNELS or not 0 <= share <= 1:
+                raise ValueError(f"generate.off_topic.{channel}: use channels {CHANNELS} and a probability")
         return self
 
 
@@ -285,6 +340,15 @@ class AdaptationParams(_Strict):
         return self.sources.get(source, self.default)
 
 
+class RealismParams(_Strict):
+    """How the ``realism`` stage compares the synthetic corpus with each imported real set."""
+
+    seed: int
+    folds: int = Field(ge=2)  # cross-validation folds of the domain classifier
+    max_rows: int = Field(ge=10)  # texts per side (synthetic, real set) that are compared
+    top_ngrams: int = Field(ge=1)  # n-grams listed that give each side away
+
+
 class ReportParams(_Strict):
     """What the ``report`` stage samples, scores and explains."""
 
@@ -325,6 +389,7 @@ class Params(BaseModel):
     train: TrainParams
     tune: TuneParams
     evaluate: EvaluateParams
+    realism: RealismParams
     report: ReportParams
     export: ExportParams
     adaptation: AdaptationParams = AdaptationParams()

@@ -14,6 +14,7 @@ CONFIGS = Path("configs")
 REGIONS = CONFIGS / "regions.yaml"
 PHRASEBOOK = CONFIGS / "synthetic" / "phrasebook.yaml"
 VOCABULARY = CONFIGS / "synthetic" / "vocabulary.yaml"
+STYLES = CONFIGS / "synthetic" / "styles.yaml"
 MONITORING_CONFIG = CONFIGS / "monitoring.yaml"
 
 RAW = Path("data/raw")
@@ -39,6 +40,8 @@ REPORTS = Path("reports")
 METRICS = REPORTS / "metrics.json"
 EVALUATION = REPORTS / "evaluation"
 TRANSFER = REPORTS / "transfer"
+REALISM = REPORTS / "realism"
+REALISM_METRICS = REPORTS / "realism.json"
 MODEL_CARD = REPORTS / "model_card.md"
 STAGE_RECORDS = REPORTS / "stages"
 BENCHMARKS = REPORTS / "benchmarks"

@@ -14,8 +14,14 @@ ASPECTS: tuple[str, ...] = (
     "app_payment",
     "price_promotions",
     "customer_support",
+    "other",
 )
+# The aspects of the service itself; "other" is an opinion about something else
+# (football, weather, traffic) that off-topic posts express.
+SERVICE_ASPECTS: tuple[str, ...] = ASPECTS[:-1]
 CHANNELS: tuple[str, ...] = ("survey", "app_review", "social_media", "support_chat")
+# Kinds of synthetic text that hold no opinion on any aspect (labelled neutral).
+NO_OPINION_KINDS: tuple[str, ...] = ("question", "request", "order_status", "promotion", "news", "chit_chat")
 LANGUAGES: tuple[str, ...] = ("es", "en", "other")
 
 # Columns every feedback table carries after the import, synthetic or real.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-BREAKDOWNS = ("label", "region", "channel", "language")
+BREAKDOWNS = ("label", "kind", "region", "channel", "language")
 
 
 def feedback_counts(frame: pd.DataFrame) -> dict:

@@ -1,4 +1,4 @@
-"""Realistic corruption of clean synthetic text: typos, lost accents, stretched letters, caps.
+"""Realistic corruption of clean synthetic text: typos, lost accents, stretched letters, caps, lower case.
 
 Every function takes the random generator explicitly, so the corpus stays
 deterministic for a given seed.
@@ -41,7 +41,7 @@ _KEYBOARD_NEIGHBOURS = {
 }
 _WORD = re.compile(r"[^\W\d_]{4,}")
 # Placeholders and personal data must survive the noise intact.
-_PROTECTED = re.compile(r"\S+@\S+|[#@]\w+|\d[\d .-]*\d")
+_PROTECTED = re.compile(r"\S+@\S+|[#@][\w.]+|https?://\S+|\d[\d .-]*\d")
 
 
 def add_typos(text: str, rng: np.random.Generator, count: int = 1) -> str:
@@ -66,7 +66,8 @@ def add_typos(text: str, rng: np.random.Generator, count: int = 1) -> str:
 
 def stretch_letters(text: str, rng: np.random.Generator) -> str:
     """Repeat the last vowel of one or two words ("buenísimo" -> "buenísimooo")."""
-    words = [m for m in _WORD.finditer(text) if m.group()[-1].lower() in "aeiouáéíóúy"]
+    protected = _protected_positions(text)
+    words = [m for m in _WORD.finditer(text) if m.group()[-1].lower() in "aeiouáéíóúy" and m.start() not in protected]
     if not words:
         return text
     picks = sorted(rng.choice(len(words), size=min(len(words), 1 + int(rng.integers(2))), replace=False))
@@ -84,6 +85,12 @@ def shout(text: str) -> str:
     """ALL CAPS, leaving e-mail addresses as they were."""
     protected = _protected_positions(text)
     return "".join(c if i in protected else c.upper() for i, c in enumerate(text))
+
+
+def lowercase(text: str) -> str:
+    """All lower case, as typed fast on a phone, leaving e-mails, mentions and links as they were."""
+    protected = _protected_positions(text)
+    return "".join(c if i in protected else c.lower() for i, c in enumerate(text))
 
 
 def _protected_positions(text: str) -> set[int]:

@@ -128,3 +128,18 @@ def region_month_negative(predictions: pd.DataFrame, min_rows: int) -> pd.DataFr
     share = frame.pivot_table(index="region", columns="month", values="negative", aggfunc="mean")
     rows = frame.pivot_table(index="region", columns="month", values="negative", aggfunc="size")
     return share.where(rows.reindex_like(share).fillna(0) >= min_rows, np.nan)
+
+
+def realism_table(details: dict) -> pd.DataFrame:
+    """One row per real source: domain AUC, label-mix distance and the KS statistic of each feature."""
+    rows = {
+        name: {
+            "roles": ", ".join(source["roles"]),
+            "rows": source["rows"],
+            "domain AUC": source["domain_auc"],
+            "label TV": source["label_mix"]["total_variation"],
+            **{f"KS {feature}": values["ks"] for feature, values in source["features"].items()},
+        }
+        for name, source in details["sources"].items()
+    }
+    return pd.DataFrame(rows).T

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # (id, title) of the report's sections, in order; the browser test checks each id is present.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("data", "Data card"),
+    ("realism", "Realism of the synthetic data"),
     ("sweep", "Hyperparameter sweep"),
     ("training", "Training curves"),
     ("metrics", "Test metrics against the baselines"),
@@ -139,6 +140,7 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
     details = inputs.evaluation_details(paths)
     predictions = inputs.test_predictions(paths)
     events = inputs.read_json(paths.events, "generate")
+    realism = inputs.realism_details(paths)
 
     test = details["test"]
     scores = pd.DataFrame(
@@ -178,6 +180,8 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
         "params": params.report,
         "headline": inputs.read_json(paths.metrics, "evaluate")["test"],
         "card_tables": card_tables,
+        "realism": realism,
+        "realism_table": analysis.realism_table(realism),
         "split_rows": {name: len(frame) for name, frame in splits.items()},
         "sweep": sweep,
         "sweep_columns": [c for c in ["trial", "status", MONITOR, *hyperparameters, "duration_s"] if c in sweep],

@@ -27,6 +27,7 @@ class Paths:
     model_dir: Path = layout.TRAINED
     metrics: Path = layout.METRICS
     evaluation_dir: Path = layout.EVALUATION
+    realism_dir: Path = layout.REALISM
 
     @classmethod
     def under(cls, root: Path) -> Paths:
@@ -74,3 +75,7 @@ def test_predictions(paths: Paths) -> pd.DataFrame:
 
 def evaluation_details(paths: Paths) -> dict:
     return read_json(paths.evaluation_dir / "details.json", "evaluate")
+
+
+def realism_details(paths: Paths) -> dict:
+    return read_json(paths.realism_dir / "details.json", "realism")
