@@ -28,6 +28,9 @@ pytestmark = pytest.mark.skipif(
     nginx_binary() is None, reason="nginx is not installed: `make system-deps` (or apt-get install nginx)"
 )
 THREADS = 2  # per worker; two workers (the default)
+# Slow clients per test: many more than the 2 x THREADS gunicorn threads, so that however the kernel spreads
+# their connections over the two workers, straight to gunicorn they hold every thread of both.
+SLOW_CLIENTS = 16 * THREADS
 
 
 def _request(url: str, path: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict, dict]:
@@ -68,14 +71,14 @@ def deployment(tiny_bundle, tmp_path_factory):
 
 
 def test_slow_clients_do_not_block_a_normal_one(deployment):
-    stalled = [_stalled_client(deployment.url) for _ in range(3 * THREADS)]
+    stalled = [_stalled_client(deployment.url) for _ in range(SLOW_CLIENTS)]
     try:
         time.sleep(0.5)
         start = time.monotonic()
-        status, body, _ = _request(deployment.url, "/v1/predict", {"text": "todo bien, gracias"}, timeout=5)
+        status, body, _ = _request(deployment.url, "/v1/predict", {"text": "todo bien, gracias"}, timeout=10)
         assert status == 200 and body["predictions"][0]["label"], "answered through nginx"
-        assert time.monotonic() - start < 2
-        direct = [_stalled_client(deployment.server_url) for _ in range(3 * THREADS)]
+        assert time.monotonic() - start < 5  # not held by the slow clients (bound loose for a busy CI machine)
+        direct = [_stalled_client(deployment.server_url) for _ in range(SLOW_CLIENTS)]
         try:  # the control: without the proxy the same clients hold every gunicorn thread
             time.sleep(0.5)
             with pytest.raises(TimeoutError):
