@@ -28,8 +28,8 @@ pytestmark = pytest.mark.skipif(
     nginx_binary() is None, reason="nginx is not installed: `make system-deps` (or apt-get install nginx)"
 )
 THREADS = 2  # per worker; two workers (the default)
-# Slow clients per test: many more than the 2 x THREADS gunicorn threads, so that however the kernel spreads
-# their connections over the two workers, straight to gunicorn they hold every thread of both.
+# Slow clients per test: many more than the 2 x THREADS gunicorn threads. (Straight to gunicorn the same clients
+# held every thread on some runs but not on others, so that comparison lives in benchmarks/faults.py, not here.)
 SLOW_CLIENTS = 16 * THREADS
 
 
@@ -78,14 +78,6 @@ def test_slow_clients_do_not_block_a_normal_one(deployment):
         status, body, _ = _request(deployment.url, "/v1/predict", {"text": "todo bien, gracias"}, timeout=10)
         assert status == 200 and body["predictions"][0]["label"], "answered through nginx"
         assert time.monotonic() - start < 5  # not held by the slow clients (bound loose for a busy CI machine)
-        direct = [_stalled_client(deployment.server_url) for _ in range(SLOW_CLIENTS)]
-        try:  # the control: without the proxy the same clients hold every gunicorn thread
-            time.sleep(0.5)
-            with pytest.raises(TimeoutError):
-                _request(deployment.server_url, "/v1/predict", {"text": "todo bien, gracias"}, timeout=2)
-        finally:
-            for client in direct:
-                client.close()
     finally:
         for client in stalled:
             client.close()
