@@ -137,13 +137,14 @@ def alerting_rules(config: MonitoringConfig, windows: Windows) -> list[dict[str,
 
 
 def rule_groups(config: MonitoringConfig, windows: Windows) -> dict[str, Any]:
-    """The rule file's content: one recording group, one alerting group."""
-    return {
-        "groups": [
-            {"name": "sentiment_recording", "rules": recording_rules(windows)},
-            {"name": "sentiment_alerts", "rules": alerting_rules(config, windows)},
-        ]
-    }
+    """The rule file's content: one group, the recording rules first, then the alerts.
+
+    Prometheus evaluates the rules of a group in order but gives no order between
+    groups: with the alerts in a group of their own, an alert (and the recorded
+    values its description quotes) sometimes read the previous evaluation's values
+    (the promtool unit test saw 32.46% instead of 32.5% on about 1 run in 8).
+    """
+    return {"groups": [{"name": "sentiment", "rules": [*recording_rules(windows), *alerting_rules(config, windows)]}]}
 
 
 class _Dumper(yaml.SafeDumper):
