@@ -1,6 +1,7 @@
 """The command line and the DVC pipeline, end to end on a small corpus."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -101,3 +102,29 @@ def test_profiles_switch_and_restore_params(tmp_path):
     assert "# Parameters of the DVC pipeline" in (tmp_path / "params.yaml").read_text(), "comments are kept"
     run_command(["peru-sentiment", "profile", "cpu"], tmp_path)
     assert (tmp_path / "params.yaml").read_text() == original
+
+
+def test_profile_of_a_missing_params_file_is_one_line_error(tmp_path):
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    missing = tmp_path / "missing.yaml"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from peru_sentiment.cli import run; run()",
+            "profile",
+            "smoke",
+            "--params",
+            str(missing),
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr.strip() == f"error: no parameters file {missing}; run from the project root or pass --params PATH"
+    )
+    assert not missing.exists()

@@ -27,6 +27,8 @@ def apply_profile(name: str, params_path: Path = paths.PARAMS, directory: Path =
     profile_path = directory / f"{name}.yaml"
     if not profile_path.is_file():
         raise ConfigError(f"no profile {name!r}; choose one of {', '.join(available(directory))}")
+    if not params_path.is_file():
+        raise ConfigError(f"no parameters file {params_path}; run from the project root or pass --params PATH")
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096  # keep long flow-style lines as written
