@@ -49,6 +49,15 @@ def test_real_sets_are_split_70_30_stratified_with_a_capped_test_portion(tmp_pat
     assert not set(real_set.train["feedback_id"]) & set(real_set.test["feedback_id"])
 
 
+def test_a_real_set_with_its_own_split_keeps_it(tmp_path, preprocess_params):
+    _write_real_set(tmp_path / "tweets.csv")
+    frame = pd.read_csv(tmp_path / "tweets.csv")
+    frame.assign(split=["val"] * 50 + ["test"] * (len(frame) - 50)).to_csv(tmp_path / "tweets.csv", index=False)
+    (real_set,) = transfer.load_real_sets(tmp_path, preprocess_params, transfer.TransferProtocol(max_test_rows=100))
+    assert set(real_set.train["split"]) == {"val"} and set(real_set.test["split"]) == {"test"}
+    assert len(real_set.train) == 50 and len(real_set.test) == 100
+
+
 def test_real_sets_need_csv_files_with_text_and_label(tmp_path, preprocess_params):
     with pytest.raises(ConfigError, match="no CSV files"):
         transfer.load_real_sets(tmp_path, preprocess_params, transfer.TransferProtocol())
@@ -93,3 +102,33 @@ def test_transfer_table_with_the_tiny_model_and_tfidf(tmp_path, preprocess_param
     assert stored["sets"]["reviews"]["test_rows"] == 40 and list(stored["mean_macro_f1"]["tfidf"]) == conditions
     table = transfer.transfer_markdown(summary)
     assert "| tfidf | synthetic + 60 labelled |" in table and "reviews" in table and "mean" in table
+
+
+def test_a_given_trained_state_replaces_the_synthetic_fit(tmp_path, preprocess_params):
+    from peru_sentiment.evaluation.baselines import TfidfLearner
+
+    (tmp_path / "real").mkdir()
+    _write_real_set(tmp_path / "real" / "reviews.csv")
+    protocol = transfer.TransferProtocol(max_test_rows=40, labelled_rows=(0,))
+    real_sets = transfer.load_real_sets(tmp_path / "real", preprocess_params, protocol)
+    synthetic_train = toy_feedback(240, seed=11).assign(source="synthetic", text_classical=lambda f: f["text"])
+    synthetic_validation = toy_feedback(60, seed=12).assign(source="synthetic", text_classical=lambda f: f["text"])
+    adaptation = AdaptationParams()
+    fitted = TfidfLearner(seed=0)
+    fitted.fit(synthetic_train, synthetic_validation)
+    fits = []
+
+    class CountingLearner(TfidfLearner):
+        def fit(self, train, validation, epochs=None):
+            fits.append(len(train))
+            return super().fit(train, validation, epochs)
+
+    learners = {"tfidf": lambda: CountingLearner(seed=0)}
+    given = transfer.run_transfer(
+        learners, synthetic_train, synthetic_validation, real_sets, adaptation, protocol, {"tfidf": fitted.get_state()}
+    )
+    assert len(synthetic_train) not in fits, "no fit on the synthetic split when a trained state is given"
+    fits_before = len(fits)
+    refit = transfer.run_transfer(learners, synthetic_train, synthetic_validation, real_sets, adaptation, protocol)
+    assert fits[fits_before] == len(synthetic_train), "without one, the learner is fitted on the synthetic split"
+    assert given[0]["macro_f1"] == refit[0]["macro_f1"], "the same synthetic model either way"

@@ -229,12 +229,15 @@ def transfer(
     learner: list[str] = typer.Option(["bert", "tfidf"], "--learner", help="bert (params: model, train) or tfidf."),
     max_test_rows: int = typer.Option(1500, min=10, help="Cap on each set's test portion (stratified)."),
     seed: int = typer.Option(0, help="Seed of the real sets' splits and samples."),
+    trained: Path | None = typer.Option(
+        None, help="Start BERT from this trained model (e.g. models/trained) instead of fitting it again."
+    ),
 ) -> None:
     """Transfer experiment: synthetic-trained models on real sets; prior adjustment, unlabelled, labelled rows."""
     from peru_sentiment.evaluation.transfer import TransferProtocol, run_transfer_experiment
 
     protocol = TransferProtocol(max_test_rows=max_test_rows, seed=seed, labelled_rows=labelled_rows)
-    run_transfer_experiment(load_params(params_file), real_dir, data_dir, best, out_dir, learner, protocol)
+    run_transfer_experiment(load_params(params_file), real_dir, data_dir, best, out_dir, learner, protocol, trained)
     typer.echo(f"wrote {out_dir / 'transfer.json'} and {out_dir / 'transfer.md'}")
 
 

@@ -3,7 +3,8 @@
 For every real set the user declares (a CSV file with ``text`` and ``label``
 columns, labels negative / neutral / positive), the protocol of the issue 3
 note: a 70/30 split stratified by label, the test portion capped at 1,500 rows
-(stratified), seed 0. The training portion is used as the user would have it:
+(stratified), seed 0; a set that ships its own split (a ``split`` column with
+``test`` rows, as TweetEval's val/test) keeps it. The training portion is used as the user would have it:
 its texts without labels (the unlabelled bulk) or N labelled rows of it.
 
 Conditions, for each learner (the pipeline's BERT and TF-IDF + logistic regression):
@@ -14,10 +15,18 @@ Conditions, for each learner (the pipeline's BERT and TF-IDF + logistic regressi
   training portion's texts (``label_shift``);
 - ``synthetic + unlabelled``: one round of self-training on the training
   portion's texts (``training.adaptation.self_training_round``);
-- ``synthetic + N labelled``: trained from the start on the synthetic rows and
-  N labelled rows of the training portion (stratified sample), weighted like an
-  imported source of that name (``adaptation`` params; ``default`` unless the
-  set is listed; ``training.adaptation.training_mix``). N = 0 is ``synthetic``.
+- ``synthetic + N labelled``: N labelled rows of the training portion
+  (stratified sample), weighted like an imported source of that name
+  (``adaptation`` params; ``default`` unless the set is listed;
+  ``training.adaptation.training_mix``). A learner that continues training
+  (BERT) continues from its synthetic state on them, mixed with
+  ``self_training.labelled_rows`` synthetic rows, for ``self_training.epochs``
+  (the same round as self-training, minutes instead of a full retraining); one
+  that starts over (TF-IDF) is trained on the synthetic rows and them. N = 0 is
+  ``synthetic``.
+
+BERT's synthetic state can come from the pipeline's own trained model
+(``--trained models/trained``) instead of a second fit on the same split.
 
 Training and scoring go through the library's learners and adaptation
 functions; this module only arranges the conditions and writes the table.
@@ -88,14 +97,23 @@ def read_real_csv(path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
     keep = ~(empty | unknown)
     declared = frame["language"].str.strip().str.lower() if "language" in frame else pd.Series(None, index=frame.index)
     rows = pd.DataFrame({"text": text[keep], "label": label[keep], "declared_language": declared[keep]})
+    if "split" in frame:
+        rows["split"] = frame["split"].str.strip().str.lower()[keep]
     return rows.assign(feedback_id=[f"{path.stem}-{i:06d}" for i in range(keep.sum())]).reset_index(drop=True), dropped
 
 
 def split_real_set(frame: pd.DataFrame, protocol: TransferProtocol) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(training portion, test portion): stratified by label, the test portion capped (stratified too)."""
-    train, test = train_test_split(
-        frame, test_size=protocol.test_share, stratify=frame["label"], random_state=protocol.seed
-    )
+    """(training portion, test portion): stratified by label, the test portion capped (stratified too).
+
+    A set with its own split (``split`` column with ``test`` and other rows) keeps it.
+    """
+    own_split = frame["split"].eq("test") if "split" in frame else pd.Series(False, index=frame.index)
+    if own_split.any() and not own_split.all():
+        train, test = frame[~own_split], frame[own_split]
+    else:
+        train, test = train_test_split(
+            frame, test_size=protocol.test_share, stratify=frame["label"], random_state=protocol.seed
+        )
     if len(test) > protocol.max_test_rows:
         test, _ = train_test_split(
             test, train_size=protocol.max_test_rows, stratify=test["label"], random_state=protocol.seed
@@ -135,8 +153,12 @@ def run_transfer(
     real_sets: list[RealSet],
     adaptation: AdaptationParams,
     protocol: TransferProtocol,
+    trained_states: dict[str, object] | None = None,
 ) -> list[dict]:
-    """One result per (learner, condition, real set): macro-F1, accuracy, per-class recall."""
+    """One result per (learner, condition, real set): macro-F1, accuracy, per-class recall.
+
+    A learner named in `trained_states` starts from that state instead of a fit on `synthetic_train`.
+    """
     results = []
 
     def record(learner_name: str, condition: str, real_set: RealSet, probabilities: np.ndarray, **extra) -> None:
@@ -145,9 +167,19 @@ def run_transfer(
         results.append({"learner": learner_name, "condition": condition, "set": real_set.name, **scores, **extra})
 
     for learner_name, make_learner in learners.items():
-        log.info("%s: training on %d synthetic rows", learner_name, len(synthetic_train))
         learner = make_learner()
-        learner.fit(synthetic_train, synthetic_validation)
+        if learner_name in (trained_states or {}):
+            log.info("%s: starting from the given trained state", learner_name)
+            try:
+                learner.set_state(trained_states[learner_name])
+            except ValueError as error:
+                raise ConfigError(
+                    f"the trained model does not fit the {learner_name} learner ({error}); "
+                    "train it with the same params and best hyperparameters, or leave out --trained"
+                ) from error
+        else:
+            log.info("%s: training on %d synthetic rows", learner_name, len(synthetic_train))
+            learner.fit(synthetic_train, synthetic_validation)
         trained = learner.get_state()
         validation_probabilities = learner.predict_proba(synthetic_validation)
         label_shift = LabelShift.for_model(
@@ -186,18 +218,25 @@ def run_transfer(
                 if rows == 0:
                     continue  # the synthetic condition
                 labelled = sample_rows(real_set.train, rows, protocol.seed)  # weighted as adaptation says
-                fresh = make_learner()
-                fresh.fit(
-                    training_mix(pd.concat([synthetic_train, labelled]), adaptation, None, protocol.seed),
-                    synthetic_validation,
-                )
+                if learner.continues_training:
+                    synthetic_rows = sample_rows(synthetic_train, self_training.labelled_rows, protocol.seed)
+                    mix = training_mix(pd.concat([synthetic_rows, labelled]), adaptation, None, protocol.seed)
+                    learner.fit(mix, synthetic_validation, epochs=self_training.epochs)
+                    adapted = learner
+                else:
+                    adapted = make_learner()
+                    adapted.fit(
+                        training_mix(pd.concat([synthetic_train, labelled]), adaptation, None, protocol.seed),
+                        synthetic_validation,
+                    )
                 record(
                     learner_name,
                     labelled_condition(rows),
                     real_set,
-                    fresh.predict_proba(real_set.test),
+                    adapted.predict_proba(real_set.test),
                     labelled_rows=len(labelled),
                 )
+                learner.set_state(trained)
     return results
 
 
@@ -271,6 +310,15 @@ def transfer_markdown(summary: dict) -> str:
 LEARNERS = ("bert", "tfidf")
 
 
+def trained_weights(model_dir: Path) -> list[np.ndarray]:
+    """The weights of a saved classifier (the train stage's ``models/trained``), to start BERT from."""
+    from peru_sentiment.model.predictor import SentimentPredictor
+
+    if not model_dir.is_dir():
+        raise ConfigError(f"no trained model at {model_dir}; run `dvc repro train` first or leave out --trained")
+    return SentimentPredictor.load(model_dir).model.get_weights()
+
+
 def run_transfer_experiment(
     params: Params,
     real_dir: Path,
@@ -279,10 +327,12 @@ def run_transfer_experiment(
     out_dir: Path,
     learners: Sequence[str],
     protocol: TransferProtocol,
+    trained: Path | None = None,
 ) -> dict:
     """The whole experiment: the synthetic splits of `data_dir` against every real set in `real_dir`.
 
     Writes ``transfer.json`` and ``transfer.md`` to `out_dir` and returns the summary.
+    With `trained` (the train stage's model), BERT starts from it instead of fitting on the synthetic split.
     """
     from peru_sentiment.evaluation.baselines import TfidfLearner
     from peru_sentiment.training.adaptation import BertLearner
@@ -302,6 +352,7 @@ def run_transfer_experiment(
         synthetic[name] = frame[frame["source"] == SYNTHETIC_SOURCE]
     synthetic_train = training_mix(synthetic["train"], params.adaptation, train_params.train_rows, train_params.seed)
     real_sets = load_real_sets(real_dir, params.preprocess, protocol)
+    trained_states = {"bert": trained_weights(trained)} if trained is not None and "bert" in learners else None
     results = run_transfer(
         {name: factories[name] for name in learners},
         synthetic_train,
@@ -309,6 +360,7 @@ def run_transfer_experiment(
         real_sets,
         params.adaptation,
         protocol,
+        trained_states,
     )
     summary = summarize(results, real_sets, protocol)
     write_json(out_dir / "transfer.json", summary)
