@@ -337,7 +337,7 @@ def export(
                 params,
                 out,
                 training_labels=read_table(paths.split_file("train", data_dir))["label"],
-                verification_texts=read_table(paths.split_file("validation", data_dir))["text"].tolist(),
+                validation=read_table(paths.split_file("validation", data_dir)),
                 checkpoint=checkpoint_name(params),
                 extra_files=extra_files,
             )
