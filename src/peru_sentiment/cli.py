@@ -344,6 +344,10 @@ def export(
         )
 
 
+RUNTIME_HELP = (
+    "auto: the bundle's fast model (OpenVINO) when it has one, else the TensorFlow SavedModel; "
+    "tensorflow: always the SavedModel; fast: the fast model or an error."
+)
 ESCAPE_FORMULAS_HELP = (
     "In a CSV output, prefix cells starting with = + - @ tab or CR with ' so that spreadsheets show them as text "
     "instead of running them as formulas."
@@ -360,6 +364,7 @@ def predict(
     batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
     encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
     escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
     progress: bool = ProgressOption,
 ) -> None:
     """Predict the sentiment of every row of a file; rows without text are kept and marked in `error`.
@@ -372,7 +377,7 @@ def predict(
     from peru_sentiment.serving.predict_file import predict_file
 
     summary = predict_file(
-        load_bundle(model, batch_size=batch_size),
+        load_bundle(model, batch_size=batch_size, runtime=runtime),
         input_file,
         output,
         text_column,

@@ -277,11 +277,12 @@ class ModelBundle:
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
-def load_bundle(path: Path, batch_size: int = 64, runtime: str = "auto") -> ModelBundle:
+def load_bundle(path: Path, batch_size: int = 64, runtime: str = "auto", parallel_batches: int = 1) -> ModelBundle:
     """Verify and load a bundle (or the latest one under an export root).
 
     `runtime`: ``auto`` predicts with the fast model when the bundle has one and OpenVINO
     is installed, ``tensorflow`` always with the SavedModel, ``fast`` requires the fast model.
+    `parallel_batches`: how many threads will predict at once (the fast model runs that many streams).
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
@@ -297,7 +298,7 @@ def load_bundle(path: Path, batch_size: int = 64, runtime: str = "auto") -> Mode
     )
     endpoints = tf.saved_model.load(str(directory / SAVED_MODEL_DIR))
     about = json.loads((directory / MODEL_FILE).read_text())
-    fast_model = _load_fast_model(directory, manifest, runtime)
+    fast_model = _load_fast_model(directory, manifest, runtime, parallel_batches)
     log.info(
         "loaded model bundle %s from %s (predictions: %s)",
         manifest["version"],
@@ -319,7 +320,7 @@ def load_bundle(path: Path, batch_size: int = 64, runtime: str = "auto") -> Mode
     )
 
 
-def _load_fast_model(directory: Path, manifest: dict, runtime: str) -> FastModel | None:
+def _load_fast_model(directory: Path, manifest: dict, runtime: str, streams: int) -> FastModel | None:
     if runtime == "tensorflow":
         return None
     if "fast_model" not in manifest:
@@ -327,7 +328,7 @@ def _load_fast_model(directory: Path, manifest: dict, runtime: str) -> FastModel
             raise BundleError(f"{directory} has no fast model; export it with export.fast_runtime: openvino")
         return None
     try:
-        return FastModel(directory / FAST_MODEL_DIR, manifest["fast_model"]["precision"])
+        return FastModel(directory / FAST_MODEL_DIR, manifest["fast_model"]["precision"], streams)
     except ImportError:
         if runtime == "fast":
             raise ConfigError("the fast model needs OpenVINO; pip install openvino") from None

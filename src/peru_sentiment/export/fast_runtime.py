@@ -47,16 +47,15 @@ def convert_saved_model(saved_model_dir: Path, out_dir: Path) -> Path:
 class FastModel:
     """The OpenVINO model compiled for this CPU: a batch of token ids and masks in, probabilities out.
 
-    Thread-safe: each calling thread gets its own inference request (the server runs several).
+    Thread-safe: each calling thread gets its own inference request. `streams` is how many
+    batches run at once (the server's ``model_threads``); the CPU's cores are shared among them.
     """
 
-    def __init__(self, model_dir: Path, precision: str, threads: int | None = None):
+    def __init__(self, model_dir: Path, precision: str, streams: int = 1):
         import openvino as ov
 
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = str(threads)
-        self.precision = precision
+        config = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": str(streams)}
+        self.precision, self.streams = precision, streams
         self.compiled = ov.Core().compile_model(str(model_dir / FAST_MODEL_FILE), "CPU", config)
         self._local = threading.local()
 
