@@ -389,6 +389,42 @@ def predict(
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def predict_beam(
+    context: typer.Context,
+    model: Path = typer.Option(paths.EXPORT, help="Export bundle, or the export root (latest bundle)."),
+    input_file: Path = typer.Option(..., "--input", help="CSV, JSON Lines or Parquet file."),
+    text_column: str = typer.Option("text", help="Column with the feedback text."),
+    output: Path = typer.Option(..., help="Output file (CSV, JSON Lines or Parquet): the input rows plus predictions."),
+    chunk_rows: int = typer.Option(2048, min=1, help="Rows per chunk (the unit of work spread over workers)."),
+    batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
+    encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
+    escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+) -> None:
+    """`predict` on Apache Beam; arguments after the options go to Beam (e.g. --runner, --direct_num_workers).
+
+    Locally: --direct_running_mode multi_processing --direct_num_workers 2. See the README for Dataflow, Flink, Spark.
+    """
+    import json
+
+    from peru_sentiment.serving.predict_beam import predict_with_beam
+
+    summary = predict_with_beam(
+        model,
+        input_file,
+        output,
+        text_column,
+        pipeline_args=context.args,
+        chunk_rows=chunk_rows,
+        batch_size=batch_size,
+        runtime=runtime,
+        encoding=encoding,
+        escape_formulas=escape_formulas,
+    )
+    typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
 @app.command()
 def profile(
     name: str = typer.Argument(..., help="smoke, cpu (the default) or gpu: a file in configs/profiles/."),

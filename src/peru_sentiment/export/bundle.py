@@ -336,6 +336,15 @@ def _load_fast_model(directory: Path, manifest: dict, runtime: str, streams: int
         return None
 
 
+def bundle_labels(path: Path) -> tuple[str, ...]:
+    """The label order of a verified bundle, without loading its model."""
+    directory = resolve_bundle(Path(path))
+    if not directory.is_dir():
+        raise BundleError(f"model bundle {directory} not found; run `dvc repro export` or set the model path")
+    verify_bundle(directory)
+    return tuple(json.loads((directory / MODEL_FILE).read_text())["labels"])
+
+
 def checkpoint_name(params: Params) -> str:
     """The backbone a model was fine-tuned from: the pretrained stage's kind, or the checkpoint given."""
     checkpoint = params.model.checkpoint
