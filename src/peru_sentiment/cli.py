@@ -401,6 +401,7 @@ def predict_beam(
     encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
     escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
     runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    model_threads: int = typer.Option(None, min=1, help="Fast-model threads per worker (default: all cores)."),
 ) -> None:
     """`predict` on Apache Beam; arguments after the options go to Beam (e.g. --runner, --direct_num_workers).
 
@@ -419,6 +420,7 @@ def predict_beam(
         chunk_rows=chunk_rows,
         batch_size=batch_size,
         runtime=runtime,
+        model_threads=model_threads,
         encoding=encoding,
         escape_formulas=escape_formulas,
     )

@@ -277,12 +277,14 @@ class ModelBundle:
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
-def load_bundle(path: Path, batch_size: int = 64, runtime: str = "auto", parallel_batches: int = 1) -> ModelBundle:
+def load_bundle(
+    path: Path, batch_size: int = 64, runtime: str = "auto", model_threads: int | None = None
+) -> ModelBundle:
     """Verify and load a bundle (or the latest one under an export root).
 
     `runtime`: ``auto`` predicts with the fast model when the bundle has one and OpenVINO
     is installed, ``tensorflow`` always with the SavedModel, ``fast`` requires the fast model.
-    `parallel_batches`: how many threads will predict at once (the fast model runs that many streams).
+    `model_threads`: threads that predict at once, one core each (the server's); None: one, on all cores.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
@@ -298,7 +300,7 @@ def load_bundle(path: Path, batch_size: int = 64, runtime: str = "auto", paralle
     )
     endpoints = tf.saved_model.load(str(directory / SAVED_MODEL_DIR))
     about = json.loads((directory / MODEL_FILE).read_text())
-    fast_model = _load_fast_model(directory, manifest, runtime, parallel_batches)
+    fast_model = _load_fast_model(directory, manifest, runtime, model_threads)
     log.info(
         "loaded model bundle %s from %s (predictions: %s)",
         manifest["version"],
@@ -320,7 +322,7 @@ def load_bundle(path: Path, batch_size: int = 64, runtime: str = "auto", paralle
     )
 
 
-def _load_fast_model(directory: Path, manifest: dict, runtime: str, streams: int) -> FastModel | None:
+def _load_fast_model(directory: Path, manifest: dict, runtime: str, model_threads: int | None) -> FastModel | None:
     if runtime == "tensorflow":
         return None
     if "fast_model" not in manifest:
@@ -328,7 +330,7 @@ def _load_fast_model(directory: Path, manifest: dict, runtime: str, streams: int
             raise BundleError(f"{directory} has no fast model; export it with export.fast_runtime: openvino")
         return None
     try:
-        return FastModel(directory / FAST_MODEL_DIR, manifest["fast_model"]["precision"], streams)
+        return FastModel(directory / FAST_MODEL_DIR, manifest["fast_model"]["precision"], model_threads)
     except ImportError:
         if runtime == "fast":
             raise ConfigError("the fast model needs OpenVINO; pip install openvino") from None

@@ -47,15 +47,18 @@ def convert_saved_model(saved_model_dir: Path, out_dir: Path) -> Path:
 class FastModel:
     """The OpenVINO model compiled for this CPU: a batch of token ids and masks in, probabilities out.
 
-    Thread-safe: each calling thread gets its own inference request. `streams` is how many
-    batches run at once (the server's ``model_threads``); the CPU's cores are shared among them.
+    Thread-safe: each calling thread gets its own inference request. By default one batch at a
+    time runs on all cores (``predict``); with `model_threads` that many batches run at once, one
+    core each, as TensorFlow runs in the server (``serve/gunicorn.conf.py``).
     """
 
-    def __init__(self, model_dir: Path, precision: str, streams: int = 1):
+    def __init__(self, model_dir: Path, precision: str, model_threads: int | None = None):
         import openvino as ov
 
-        config = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": str(streams)}
-        self.precision, self.streams = precision, streams
+        config = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": str(model_threads or 1)}
+        if model_threads:
+            config["INFERENCE_NUM_THREADS"] = str(model_threads)
+        self.precision = precision
         self.compiled = ov.Core().compile_model(str(model_dir / FAST_MODEL_FILE), "CPU", config)
         self._local = threading.local()
 

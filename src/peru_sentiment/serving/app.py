@@ -28,7 +28,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         settings.model_dir,
         batch_size=settings.model_batch_size,
         runtime=settings.model_runtime,
-        parallel_batches=settings.model_threads,
+        model_threads=settings.model_threads,
     )
     metrics = ServiceMetrics(region_names(load_regions(settings.regions_file)))
     metrics.set_model(bundle.version, bundle.checkpoint, bundle.training_distribution)

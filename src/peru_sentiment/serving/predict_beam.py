@@ -1,11 +1,13 @@
 """Batch scoring on Apache Beam (``peru-sentiment predict-beam``): ``predict``'s output, on any Beam runner.
 
-The pipeline reads the input in chunks, applies ``prepare_text`` exactly as
-``predict`` does (:func:`predict_file.prepare_frame`), sends the valid texts
-through Beam's ``RunInference`` with :class:`BundleModelHandler` (the bundle
-loaded once per worker process, each batch sorted by length into model calls),
-joins the probabilities back to their rows (rows with bad text keep their
-error) and writes each chunk's result to a shard. The command then merges the
+The pipeline reads the input in chunks and spreads them over the workers; each
+chunk's texts get ``prepare_text`` exactly as in ``predict``
+(:func:`predict_file.prepare_frame`), and its valid texts go through Beam's
+``RunInference`` as one example for :class:`BundleModelHandler` (the bundle
+loaded once per worker process, the chunk's texts sorted by length into model
+calls); the probabilities join their rows (rows with bad text keep their
+error) and each chunk's result is written to a shard. A chunk, not a text, is
+the element: one element per text costs Beam more than the model on short texts. The command then merges the
 shards in input order into one output file with ``predict``'s writer, so the
 file, its columns and its summary are ``predict``'s.
 
@@ -51,25 +53,26 @@ SHARD_SUFFIX = ".pkl"
 
 
 class BundleModelHandler(ModelHandler):
-    """RunInference's view of an export bundle: prepared texts in, class probabilities out."""
+    """RunInference's view of an export bundle: a list of prepared texts in, their class probabilities out."""
 
-    def __init__(self, bundle_path: str, batch_size: int, runtime: str, max_batch_texts: int):
+    def __init__(self, bundle_path: str, batch_size: int, runtime: str, model_threads: int | None):
         super().__init__()
         self.bundle_path, self.batch_size, self.runtime = bundle_path, batch_size, runtime
-        self.max_batch_texts = max_batch_texts
+        self.model_threads = model_threads
 
     def load_model(self) -> ModelBundle:
-        return load_bundle(Path(self.bundle_path), batch_size=self.batch_size, runtime=self.runtime)
+        return load_bundle(
+            Path(self.bundle_path), batch_size=self.batch_size, runtime=self.runtime, model_threads=self.model_threads
+        )
 
     def run_inference(
-        self, batch: Sequence[str], model: ModelBundle, inference_args: dict | None = None
+        self, batch: Sequence[list[str]], model: ModelBundle, inference_args: dict | None = None
     ) -> Iterable[PredictionResult]:
-        probabilities = model.predict_proba(list(batch))  # sorted by length into model calls inside
-        return [PredictionResult(text, row) for text, row in zip(batch, probabilities, strict=True)]
+        # Each example is a chunk's texts: sorted by length into model calls inside predict_proba.
+        return [PredictionResult(texts, model.predict_proba(texts)) for texts in batch]
 
     def batch_elements_kwargs(self) -> dict:
-        # Large batches give the length sort room: many model calls of similar lengths each.
-        return {"min_batch_size": 1, "max_batch_size": self.max_batch_texts}
+        return {"min_batch_size": 1, "max_batch_size": 1}  # a chunk is already a batch
 
     def share_model_across_processes(self) -> bool:
         return False
@@ -79,26 +82,17 @@ def _read_chunks(source: str, chunk_rows: int, encoding: str):
     yield from enumerate(read_table_chunks(Path(source), chunk_rows, encoding))
 
 
-class _PrepareChunk(beam.DoFn if beam else object):
-    """A chunk to its valid texts ((chunk, row) -> prepared text) and, tagged ``chunks``, the chunk and its errors."""
-
-    def __init__(self, text_column: str):
-        self.text_column = text_column
-
-    def process(self, element):
-        index, frame = element
-        prepared, errors = prepare_frame(frame, self.text_column)
-        yield beam.pvalue.TaggedOutput("chunks", (index, (frame, errors)))
-        for row in np.flatnonzero(errors == ""):
-            yield (index, int(row)), prepared[row]
+def _prepare_chunk(element, text_column: str):
+    """(index, chunk) -> ((index, chunk, errors), the chunk's valid prepared texts): RunInference's keyed example."""
+    index, frame = element
+    prepared, errors = prepare_frame(frame, text_column)
+    return (index, frame, errors), [prepared[row] for row in np.flatnonzero(errors == "")]
 
 
 def _write_shard(element, labels: tuple[str, ...], shard_dir: str) -> int:
-    """Join a chunk with its rows' probabilities and write the result frame to the chunk's shard."""
-    index, grouped = element
-    [(frame, errors)] = grouped["chunks"]
-    predicted = sorted(grouped["probabilities"])
-    probabilities = np.array([row for _, row in predicted], dtype=np.float32).reshape(-1, len(labels))
+    """A chunk with its valid rows' probabilities, written as its result frame to the chunk's shard."""
+    (index, frame, errors), prediction = element
+    probabilities = np.asarray(prediction.inference, dtype=np.float32).reshape(-1, len(labels))
     result = with_predictions(frame, labels, errors, probabilities)
     path = Path(shard_dir) / f"{index:09d}{SHARD_SUFFIX}"
     path.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
@@ -119,12 +113,16 @@ def predict_with_beam(
     pipeline_args: Sequence[str] = (),
     chunk_rows: int = 2048,
     batch_size: int = 64,
-    max_batch_texts: int = 1024,
     runtime: str = "auto",
+    model_threads: int | None = None,
     encoding: str = "utf-8",
     escape_formulas: bool = True,
 ) -> dict:
-    """Score `source` into `output` on the Beam runner `pipeline_args` name; ``predict``'s summary."""
+    """Score `source` into `output` on the Beam runner `pipeline_args` name; ``predict``'s summary.
+
+    `model_threads`: the fast model's threads per worker (None: all cores); with N local workers
+    on C cores, C // N keeps them from competing for the same cores.
+    """
     if beam is None:
         raise ConfigError(
             "predict-beam needs Apache Beam: pip install 'peru-sentiment[beam]' "
@@ -138,25 +136,17 @@ def predict_with_beam(
     if first is not None:
         check_text_column(first, text_column)  # the same error as predict, before any worker starts
     labels = bundle_labels(bundle_path)
-    handler = KeyedModelHandler(BundleModelHandler(str(bundle_path), batch_size, runtime, max_batch_texts))
+    handler = KeyedModelHandler(BundleModelHandler(str(bundle_path), batch_size, runtime, model_threads))
     shard_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".shards", dir=output.parent))
     try:
         with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as pipeline:
-            prepared = (
+            _ = (
                 pipeline
                 | "Input" >> beam.Create([str(source)])
                 | "Read chunks" >> beam.FlatMap(_read_chunks, chunk_rows, encoding)
                 | "Spread chunks" >> beam.Reshuffle()
-                | "Prepare text" >> beam.ParDo(_PrepareChunk(text_column)).with_outputs("chunks", main="texts")
-            )
-            probabilities = (
-                prepared.texts
+                | "Prepare text" >> beam.Map(_prepare_chunk, text_column)
                 | "Predict" >> RunInference(handler)
-                | "By chunk" >> beam.Map(lambda keyed: (keyed[0][0], (keyed[0][1], keyed[1].inference)))
-            )
-            _ = (
-                {"chunks": prepared.chunks, "probabilities": probabilities}
-                | "Join" >> beam.CoGroupByKey()
                 | "Write shards" >> beam.Map(_write_shard, labels, str(shard_dir))
             )
         return write_predictions(_read_shards(shard_dir), source, output, labels, escape_formulas, False)
