@@ -31,8 +31,9 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -244,13 +245,24 @@ class ModelBundle:
     preprocessing: dict
     training_distribution: dict[str, float]
     encoder: TextEncoder
-    endpoints: object  # the loaded SavedModel
     batch_size: int = 64
     fast_model: FastModel | None = None  # predictions go through it when present
+    _saved_model: object = None
+    _saved_model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def runtime(self) -> str:
         return f"openvino-{self.fast_model.precision}" if self.fast_model is not None else "tensorflow-fp32"
+
+    @property
+    def endpoints(self):
+        """The loaded SavedModel (``serve``, ``explain``); with a fast model it loads on first use."""
+        with self._saved_model_lock:
+            if self._saved_model is None:
+                import tensorflow as tf
+
+                self._saved_model = tf.saved_model.load(str(self.directory / SAVED_MODEL_DIR))
+            return self._saved_model
 
     def _probabilities(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         if self.fast_model is not None:
@@ -292,13 +304,10 @@ def load_bundle(
     if not directory.is_dir():
         raise BundleError(f"model bundle {directory} not found; run `dvc repro export` or set the model path")
     manifest = verify_bundle(directory)
-    import tensorflow as tf
-
     preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text())
     encoder = TextEncoder(
         Tokenizer.from_file(str(directory / TOKENIZER_FILE)), preprocessing["max_length"], preprocessing["text_prefix"]
     )
-    endpoints = tf.saved_model.load(str(directory / SAVED_MODEL_DIR))
     about = json.loads((directory / MODEL_FILE).read_text())
     fast_model = _load_fast_model(directory, manifest, runtime, model_threads)
     log.info(
@@ -307,7 +316,7 @@ def load_bundle(
         directory,
         "tensorflow-fp32" if fast_model is None else f"openvino-{fast_model.precision}",
     )
-    return ModelBundle(
+    bundle = ModelBundle(
         directory=directory,
         version=manifest["version"],
         labels=tuple(about["labels"]),
@@ -316,10 +325,12 @@ def load_bundle(
         preprocessing=preprocessing,
         training_distribution=json.loads((directory / DISTRIBUTION_FILE).read_text()),
         encoder=encoder,
-        endpoints=endpoints,
         batch_size=batch_size,
         fast_model=fast_model,
     )
+    if fast_model is None:
+        bundle.endpoints  # noqa: B018  (the SavedModel predicts: load it now, not on the first request)
+    return bundle
 
 
 def _load_fast_model(directory: Path, manifest: dict, runtime: str, model_threads: int | None) -> FastModel | None:
