@@ -1,8 +1,10 @@
-"""Prediction server under load: throughput and latency against the naive way, on loopback.
+"""Prediction server under load: the fast runtime against TensorFlow fp32 and the naive way, on loopback.
 
 Starts the production server (``gunicorn -c serve/gunicorn.conf.py``, the
-export bundle, micro-batching) and, in the same run, a naive server that calls
-``model.predict`` on the trained Keras model once per request with no batching.
+export bundle, micro-batching) twice, predicting with the bundle's fast model
+(OpenVINO, ``fast``) and with its TensorFlow SavedModel (``tensorflow``), and,
+in the same run, a naive server that calls ``model.predict`` on the trained
+Keras model once per request with no batching.
 An async client (aiohttp) keeps ``concurrency`` requests of one typical text
 (sampled from the test split) in flight for ``--seconds`` and records each
 latency; every measurement is repeated and the median run is reported with
@@ -11,6 +13,7 @@ model's FLOP/s are compared with the float32 matmul peak measured in the same ru
 
 Usage (after `dvc repro export`):
     python benchmarks/serve_throughput.py --concurrency 1 4 16 32 --seconds 10 --repeats 3
+    (--modes fast tensorflow: without the naive server)
 Writes reports/benchmarks/serve_throughput.json and prints a Markdown table.
 """
 
@@ -31,6 +34,19 @@ import pandas as pd
 from peru_sentiment import paths
 
 ROOT = Path(__file__).resolve().parents[1]
+# Server modes: the production server with the bundle's fast model or its SavedModel, and the naive server.
+MODES = {"fast": "fast", "tensorflow": "tensorflow", "naive": "tensorflow"}
+
+
+def speedups(mode: dict, reference: dict) -> dict:
+    """Predictions/s ratio and both p99s at each concurrency measured in both modes."""
+    return {
+        c: {
+            "ratio": round(mode[c]["predictions_per_s"] / reference[c]["predictions_per_s"], 2),
+            "p99_ms": [mode[c]["p99_ms"], reference[c]["p99_ms"]],
+        }
+        for c in sorted(set(mode) & set(reference), key=int)
+    }
 
 
 def create_naive_app():
@@ -130,6 +146,7 @@ def main() -> None:
     parser.add_argument("--texts", type=Path, default=ROOT / paths.split_file("test"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--naive-concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / paths.BENCHMARKS / "serve_throughput.json")
@@ -154,13 +171,14 @@ def main() -> None:
         "gflop_per_text": round(flop_per_text / 1e9, 3),
         "peak_gflop_s": round(peak / 1e9, 1),
         "cores": os.cpu_count(),
-        "served": {},
-        "naive": {},
+        **{mode: {} for mode in args.modes},
     }
     logs = Path(tempfile.mkdtemp(prefix="serve-throughput-"))  # the servers' access logs, for a look afterwards
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for mode, levels in (("served", args.concurrency), ("naive", args.naive_concurrency)):
+    for mode in args.modes:
+        levels = args.naive_concurrency if mode == "naive" else args.concurrency
         environment = {"NAIVE_MODEL_DIR": str(args.trained)} if mode == "naive" else {}
+        environment["SENTIMENT_MODEL_RUNTIME"] = MODES[mode]
         app = (
             ["--pythonpath", str(ROOT / "benchmarks"), "serve_throughput:create_naive_app()"] if mode == "naive" else []
         )
@@ -174,10 +192,9 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=60)
-    both = sorted(set(results["served"]) & set(results["naive"]), key=int)
-    results["speedup_vs_naive"] = {
-        c: round(results["served"][c]["predictions_per_s"] / results["naive"][c]["predictions_per_s"], 2) for c in both
-    }
+    for mode, reference in (("fast", "tensorflow"), ("tensorflow", "naive")):
+        if mode in results and reference in results:
+            results[f"speedup_{mode}_vs_{reference}"] = speedups(results[mode], results[reference])
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results in {args.out}; server logs in {logs}")
 
@@ -187,7 +204,7 @@ def main() -> None:
     )
     print("| server | concurrency | predictions/s | p50 ms | p95 ms | p99 ms | errors | server cores busy | of peak |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for mode in ("served", "naive"):
+    for mode in args.modes:
         for concurrency, r in results[mode].items():
             cells = [
                 mode,
@@ -201,7 +218,8 @@ def main() -> None:
                 f"{r['share_of_peak']:.0%}",
             ]
             print("| " + " | ".join(map(str, cells)) + " |")
-    print(f"\nspeed-up over the naive server: {results['speedup_vs_naive']}")
+    for key in (key for key in results if key.startswith("speedup_")):
+        print(f"\n{key}: {results[key]}")
 
 
 if __name__ == "__main__":

@@ -340,13 +340,17 @@ def export(
                 params,
                 out,
                 training_labels=read_table(paths.split_file("train", data_dir))["label"],
-                verification_texts=read_table(paths.split_file("validation", data_dir))["text"].tolist(),
+                validation=read_table(paths.split_file("validation", data_dir)),
                 checkpoint=checkpoint_name(params),
                 extra_files=extra_files,
             )
         )
 
 
+RUNTIME_HELP = (
+    "auto: the bundle's fast model (OpenVINO) when it has one, else the TensorFlow SavedModel; "
+    "tensorflow: always the SavedModel; fast: the fast model or an error."
+)
 ESCAPE_FORMULAS_HELP = (
     "In a CSV output, prefix cells starting with = + - @ tab or CR with ' so that spreadsheets show them as text "
     "instead of running them as formulas."
@@ -363,6 +367,7 @@ def predict(
     batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
     encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
     escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
     progress: bool = ProgressOption,
 ) -> None:
     """Predict the sentiment of every row of a file; rows without text are kept and marked in `error`.
@@ -375,12 +380,50 @@ def predict(
     from peru_sentiment.serving.predict_file import predict_file
 
     summary = predict_file(
-        load_bundle(model, batch_size=batch_size),
+        load_bundle(model, batch_size=batch_size, runtime=runtime),
         input_file,
         output,
         text_column,
         chunk_rows,
         progress,
+        encoding=encoding,
+        escape_formulas=escape_formulas,
+    )
+    typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def predict_beam(
+    context: typer.Context,
+    model: Path = typer.Option(paths.EXPORT, help="Export bundle, or the export root (latest bundle)."),
+    input_file: Path = typer.Option(..., "--input", help="CSV, JSON Lines or Parquet file."),
+    text_column: str = typer.Option("text", help="Column with the feedback text."),
+    output: Path = typer.Option(..., help="Output file (CSV, JSON Lines or Parquet): the input rows plus predictions."),
+    chunk_rows: int = typer.Option(2048, min=1, help="Rows per chunk (the unit of work spread over workers)."),
+    batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
+    encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
+    escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
+    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    model_threads: int = typer.Option(None, min=1, help="Fast-model threads per worker (default: all cores)."),
+) -> None:
+    """`predict` on Apache Beam; arguments after the options go to Beam (e.g. --runner, --direct_num_workers).
+
+    Locally: --direct_running_mode multi_processing --direct_num_workers 2. See the README for Dataflow, Flink, Spark.
+    """
+    import json
+
+    from peru_sentiment.serving.predict_beam import predict_with_beam
+
+    summary = predict_with_beam(
+        model,
+        input_file,
+        output,
+        text_column,
+        pipeline_args=context.args,
+        chunk_rows=chunk_rows,
+        batch_size=batch_size,
+        runtime=runtime,
+        model_threads=model_threads,
         encoding=encoding,
         escape_formulas=escape_formulas,
     )

@@ -372,6 +372,10 @@ class ExportParams(_Strict):
     verify_rows: int = Field(ge=1)  # validation texts the exported model must reproduce
     tolerance: float = Field(gt=0)  # largest allowed probability difference to the trained model
     explain_steps: int = Field(ge=4)  # integrated-gradients steps of the bundle's explain endpoint
+    fast_runtime: Literal["openvino", "none"]  # a fast CPU model beside the SavedModel (export.fast_runtime)
+    fast_precision: Literal["bf16", "f32"]  # OpenVINO inference precision hint
+    fast_max_f1_change: float = Field(ge=0)  # largest validation macro-F1 change allowed vs float32
+    fast_max_flip_rate: float = Field(ge=0, le=1)  # largest share of validation labels allowed to change
 
 
 class Params(BaseModel):

@@ -75,7 +75,10 @@ def count_rows(path: Path, encoding: str = "utf-8") -> int | None:
     """
     kind = _check_readable(path, encoding)
     if kind == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except pa.ArrowException as error:
+            raise DataError(f"{path} could not be read as parquet: {type(error).__name__}: {error}") from None
     with path.open(encoding=encoding, errors="replace", newline="") as handle:
         if kind == "jsonl":
             return sum(1 for line in handle if line.strip())

@@ -12,8 +12,14 @@
   package's ``prepare_text``), the text prefix, the maximum length, language detection;
 - ``training_distribution.json``: the label shares of the training split, the
   reference the monitoring compares live predictions to;
+- ``openvino/``: the same ``serve`` graph for the fast CPU runtime, when the export
+  makes one and it passes the accuracy gate (``export.fast_runtime``);
 - copies of the evaluation metrics and the model card, when given;
-- ``manifest.json``: the sha256 and size of every other file.
+- ``manifest.json``: the sha256 and size of every other file, and the fast model's
+  precision and accuracy-gate figures (``fast_model``).
+
+Predictions use the fast model when the bundle has one (and OpenVINO is installed),
+the SavedModel otherwise; explanations always use the SavedModel.
 
 Loading checks the manifest first and refuses a bundle with a missing, extra
 or altered file. Nothing in the bundle is a pickle.
@@ -25,8 +31,9 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +44,13 @@ from peru_sentiment.config import Params, PreprocessParams
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.explain.attention import pooling_of
 from peru_sentiment.explain.explain import explain_encoded, explanation_function, explanation_signature
+from peru_sentiment.export.fast_runtime import (
+    FAST_MODEL_DIR,
+    RUNTIMES,
+    FastModel,
+    accuracy_gate,
+    convert_saved_model,
+)
 from peru_sentiment.metadata import write_json
 from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, predict_texts
 from peru_sentiment.model.predictor import SentimentPredictor
@@ -123,16 +137,24 @@ def write_bundle(
     preprocessing: Mapping,
     training_distribution: Mapping[str, float],
     extra_files: Mapping[str, Path] | None = None,
+    fast_model_check: Callable[[Path, Path], dict] | None = None,
 ) -> Path:
     """Write a bundle into `directory` (replaced if present) and return it.
 
     The files go to a temporary sibling first, and the manifest is written last,
-    so an interrupted export never leaves a bundle that verifies.
+    so an interrupted export never leaves a bundle that verifies. With
+    `fast_model_check` the SavedModel is also converted for the fast runtime and the
+    check (SavedModel dir, fast model dir -> manifest figures) must accept it; a refusal
+    leaves no bundle.
     """
     staging = directory.with_name(f".{directory.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    write_saved_model(model, staging / SAVED_MODEL_DIR, explain_steps)
+    try:
+        fast_model = _write_models(model, staging, explain_steps, fast_model_check)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     tokenizer.save(str(staging / TOKENIZER_FILE))
     write_json(
         staging / MODEL_FILE,
@@ -152,12 +174,23 @@ def write_bundle(
         for path in sorted(staging.rglob("*"))
         if path.is_file()
     }
-    write_json(staging / MANIFEST_FILE, {"format": FORMAT_VERSION, "version": directory.name, "files": files})
+    manifest = {"format": FORMAT_VERSION, "version": directory.name, "files": files}
+    if fast_model is not None:
+        manifest["fast_model"] = fast_model
+    write_json(staging / MANIFEST_FILE, manifest)
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)
     (directory.parent / LATEST_FILE).write_text(directory.name + "\n")
     log.info("exported %d files (%.1f MB) to %s", len(files), sum(f["bytes"] for f in files.values()) / 1e6, directory)
     return directory
+
+
+def _write_models(model, staging: Path, explain_steps: int, fast_model_check) -> dict | None:
+    write_saved_model(model, staging / SAVED_MODEL_DIR, explain_steps)
+    if fast_model_check is None:
+        return None
+    convert_saved_model(staging / SAVED_MODEL_DIR, staging / FAST_MODEL_DIR)
+    return fast_model_check(staging / SAVED_MODEL_DIR, staging / FAST_MODEL_DIR)
 
 
 def resolve_bundle(path: Path) -> Path:
@@ -212,10 +245,28 @@ class ModelBundle:
     preprocessing: dict
     training_distribution: dict[str, float]
     encoder: TextEncoder
-    endpoints: object  # the loaded SavedModel
     batch_size: int = 64
+    fast_model: FastModel | None = None  # predictions go through it when present
+    _saved_model: object = None
+    _saved_model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def runtime(self) -> str:
+        return f"openvino-{self.fast_model.precision}" if self.fast_model is not None else "tensorflow-fp32"
+
+    @property
+    def endpoints(self):
+        """The loaded SavedModel (``serve``, ``explain``); with a fast model it loads on first use."""
+        with self._saved_model_lock:
+            if self._saved_model is None:
+                import tensorflow as tf
+
+                self._saved_model = tf.saved_model.load(str(self.directory / SAVED_MODEL_DIR))
+            return self._saved_model
 
     def _probabilities(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        if self.fast_model is not None:
+            return self.fast_model(batch)
         return self.endpoints.serve(batch)["probabilities"].numpy()
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
@@ -238,22 +289,34 @@ class ModelBundle:
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
-def load_bundle(path: Path, batch_size: int = 64) -> ModelBundle:
-    """Verify and load a bundle (or the latest one under an export root)."""
+def load_bundle(
+    path: Path, batch_size: int = 64, runtime: str = "auto", model_threads: int | None = None
+) -> ModelBundle:
+    """Verify and load a bundle (or the latest one under an export root).
+
+    `runtime`: ``auto`` predicts with the fast model when the bundle has one and OpenVINO
+    is installed, ``tensorflow`` always with the SavedModel, ``fast`` requires the fast model.
+    `model_threads`: threads that predict at once, one core each (the server's); None: one, on all cores.
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     directory = resolve_bundle(Path(path))
     if not directory.is_dir():
         raise BundleError(f"model bundle {directory} not found; run `dvc repro export` or set the model path")
     manifest = verify_bundle(directory)
-    import tensorflow as tf
-
     preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text())
     encoder = TextEncoder(
         Tokenizer.from_file(str(directory / TOKENIZER_FILE)), preprocessing["max_length"], preprocessing["text_prefix"]
     )
-    endpoints = tf.saved_model.load(str(directory / SAVED_MODEL_DIR))
     about = json.loads((directory / MODEL_FILE).read_text())
-    log.info("loaded model bundle %s from %s", manifest["version"], directory)
-    return ModelBundle(
+    fast_model = _load_fast_model(directory, manifest, runtime, model_threads)
+    log.info(
+        "loaded model bundle %s from %s (predictions: %s)",
+        manifest["version"],
+        directory,
+        "tensorflow-fp32" if fast_model is None else f"openvino-{fast_model.precision}",
+    )
+    bundle = ModelBundle(
         directory=directory,
         version=manifest["version"],
         labels=tuple(about["labels"]),
@@ -262,9 +325,37 @@ def load_bundle(path: Path, batch_size: int = 64) -> ModelBundle:
         preprocessing=preprocessing,
         training_distribution=json.loads((directory / DISTRIBUTION_FILE).read_text()),
         encoder=encoder,
-        endpoints=endpoints,
         batch_size=batch_size,
+        fast_model=fast_model,
     )
+    if fast_model is None:
+        bundle.endpoints  # noqa: B018  (the SavedModel predicts: load it now, not on the first request)
+    return bundle
+
+
+def _load_fast_model(directory: Path, manifest: dict, runtime: str, model_threads: int | None) -> FastModel | None:
+    if runtime == "tensorflow":
+        return None
+    if "fast_model" not in manifest:
+        if runtime == "fast":
+            raise BundleError(f"{directory} has no fast model; export it with export.fast_runtime: openvino")
+        return None
+    try:
+        return FastModel(directory / FAST_MODEL_DIR, manifest["fast_model"]["precision"], model_threads)
+    except ImportError:
+        if runtime == "fast":
+            raise ConfigError("the fast model needs OpenVINO; pip install openvino") from None
+        log.warning("OpenVINO is not installed: predicting with the TensorFlow SavedModel")
+        return None
+
+
+def bundle_labels(path: Path) -> tuple[str, ...]:
+    """The label order of a verified bundle, without loading its model."""
+    directory = resolve_bundle(Path(path))
+    if not directory.is_dir():
+        raise BundleError(f"model bundle {directory} not found; run `dvc repro export` or set the model path")
+    verify_bundle(directory)
+    return tuple(json.loads((directory / MODEL_FILE).read_text())["labels"])
 
 
 def checkpoint_name(params: Params) -> str:
@@ -279,16 +370,39 @@ def export_trained_model(
     out_root: Path,
     *,
     training_labels: pd.Series,
-    verification_texts: list[str],
+    validation: pd.DataFrame,
     checkpoint: str,
     extra_files: Mapping[str, Path],
 ) -> dict:
     """The ``export`` stage: write the bundle of a trained ``SentimentPredictor``, then prove it.
 
-    The bundle is loaded back and must reproduce the trained model's probabilities on the
-    first ``export.verify_rows`` verification texts within ``export.tolerance``.
+    With ``export.fast_runtime`` the fast model must pass the accuracy gate on the whole
+    `validation` split (``text``, ``label``). The bundle is loaded back and must reproduce
+    the trained model's probabilities on the first ``export.verify_rows`` validation texts
+    within ``export.tolerance`` through the SavedModel.
     """
-    version = f"{params.export.name}-{weights_digest(predictor.model.get_weights())[:12]}"
+    settings = params.export
+    bucket_lengths = bucket_lengths_for(predictor.encoder.max_length, predictor.bucket_lengths)
+
+    def check_fast_model(saved_model_dir: Path, fast_model_dir: Path) -> dict:
+        import tensorflow as tf
+
+        saved_model = tf.saved_model.load(str(saved_model_dir))
+        log.info("fast-model accuracy gate on %d validation texts", len(validation))
+        figures = accuracy_gate(
+            lambda batch: saved_model.serve(batch)["probabilities"].numpy(),
+            FastModel(fast_model_dir, settings.fast_precision),
+            predictor.encoder,
+            texts=validation["text"].tolist(),
+            true_labels=validation["label"].tolist(),
+            labels=predictor.labels,
+            bucket_lengths=bucket_lengths,
+            max_f1_change=settings.fast_max_f1_change,
+            max_flip_rate=settings.fast_max_flip_rate,
+        )
+        return {"runtime": settings.fast_runtime, "precision": settings.fast_precision, **figures}
+
+    version = f"{settings.name}-{weights_digest(predictor.model.get_weights())[:12]}"
     bundle_dir = write_bundle(
         predictor.model,
         predictor.encoder.tokenizer,
@@ -299,13 +413,17 @@ def export_trained_model(
         preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, predictor.bucket_lengths),
         training_distribution=training_labels.value_counts(normalize=True).to_dict(),
         extra_files=extra_files,
+        fast_model_check=check_fast_model if settings.fast_runtime != "none" else None,
     )
-    texts = verification_texts[: params.export.verify_rows]
-    difference = float(np.abs(load_bundle(bundle_dir).predict_proba(texts) - predictor.predict_proba(texts)).max())
+    texts = validation["text"].tolist()[: settings.verify_rows]
+    exported = load_bundle(bundle_dir, runtime="tensorflow").predict_proba(texts)
+    difference = float(np.abs(exported - predictor.predict_proba(texts)).max())
     if difference > params.export.tolerance:
         raise DataError(
             f"the exported model differs from the trained one by {difference:.2e} "
             f"(> export.tolerance {params.export.tolerance}); do not serve {bundle_dir}"
         )
     log.info("exported %s; it reproduces the trained model within %.1e on %d texts", version, difference, len(texts))
-    return {"version": version, "path": str(bundle_dir), "verified_texts": len(texts), "max_difference": difference}
+    summary = {"version": version, "path": str(bundle_dir), "verified_texts": len(texts), "max_difference": difference}
+    fast_model = verify_bundle(bundle_dir).get("fast_model")
+    return summary | ({"fast_model": fast_model} if fast_model else {})

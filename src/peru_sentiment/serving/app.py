@@ -24,7 +24,12 @@ from peru_sentiment.serving.settings import ServeSettings, load_settings
 def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None = None) -> Flask:
     """The app, with its model loaded; warm-up runs in the background and /readyz reports when it is done."""
     settings = settings or load_settings()
-    bundle = bundle or load_bundle(settings.model_dir, batch_size=settings.model_batch_size)
+    bundle = bundle or load_bundle(
+        settings.model_dir,
+        batch_size=settings.model_batch_size,
+        runtime=settings.model_runtime,
+        model_threads=settings.model_threads,
+    )
     metrics = ServiceMetrics(region_names(load_regions(settings.regions_file)))
     metrics.set_model(bundle.version, bundle.checkpoint, bundle.training_distribution)
     service = PredictionService(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +35,37 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> pd.DataFrame:
     """`frame` plus ``label``, ``probability_<label>`` columns and ``error`` (empty when fine)."""
+    prepared, errors = prepare_frame(frame, text_column)
+    valid = np.flatnonzero(errors == "")
+    return with_predictions(frame, bundle.labels, errors, bundle.predict_proba([prepared[i] for i in valid]))
+
+
+def check_text_column(frame: pd.DataFrame, text_column: str) -> None:
     if text_column not in frame.columns:
         raise ConfigError(f"no column {text_column!r} in the input (columns: {', '.join(map(str, frame.columns))})")
+
+
+def prepare_frame(frame: pd.DataFrame, text_column: str) -> tuple[list[str], np.ndarray]:
+    """Each row's prepared text (``prepare_text``) and error (empty when the row can be predicted)."""
+    check_text_column(frame, text_column)
     raw = frame[text_column]
     prepared = [prepare_text(value)[0] if isinstance(value, str) else "" for value in raw]
     errors = np.array([_problem(value, text) for value, text in zip(raw, prepared, strict=True)], dtype=object)
+    return prepared, errors
+
+
+def with_predictions(
+    frame: pd.DataFrame, labels: tuple[str, ...], errors: np.ndarray, valid_probabilities: np.ndarray
+) -> pd.DataFrame:
+    """`frame` plus the prediction columns; `valid_probabilities` has one row per row without error, in order."""
     valid = np.flatnonzero(errors == "")
-    probabilities = np.full((len(frame), len(bundle.labels)), np.nan, dtype=np.float32)
-    probabilities[valid] = bundle.predict_proba([prepared[i] for i in valid])
-    labels = np.full(len(frame), None, dtype=object)
-    labels[valid] = np.asarray(bundle.labels, dtype=object)[probabilities[valid].argmax(axis=1)]
+    probabilities = np.full((len(frame), len(labels)), np.nan, dtype=np.float32)
+    probabilities[valid] = valid_probabilities
+    predicted = np.full(len(frame), None, dtype=object)
+    predicted[valid] = np.asarray(labels, dtype=object)[probabilities[valid].argmax(axis=1)]
     result = frame.copy()
-    result["label"] = labels
-    for index, label in enumerate(bundle.labels):
+    result["label"] = predicted
+    for index, label in enumerate(labels):
         result[f"probability_{label}"] = probabilities[:, index]
     result["error"] = errors
     return result
@@ -164,19 +183,40 @@ def predict_file(
     ``encoding`` is the input's (CSV, JSON Lines); the output is UTF-8. With ``escape_formulas``
     a CSV output neutralises cells a spreadsheet would run (:func:`neutralize_formulas`).
     """
+    total = check_paths(source, output, encoding)
+    results = (predict_frame(bundle, chunk, text_column) for chunk in read_table_chunks(source, chunk_rows, encoding))
+    return write_predictions(results, source, output, bundle.labels, escape_formulas, total if progress else False)
+
+
+def check_paths(source: Path, output: Path, encoding: str) -> int | None:
+    """Clear errors for an unusable input or output path; the input's row count (None if unknown)."""
     if source.resolve() == output.resolve():
         raise ConfigError("--output must differ from --input")
     table_format(output)
-    total = count_rows(source, encoding)
+    return count_rows(source, encoding)
+
+
+def write_predictions(
+    results: Iterable[pd.DataFrame],
+    source: Path,
+    output: Path,
+    labels: tuple[str, ...],
+    escape_formulas: bool,
+    progress_total: int | bool | None,
+) -> dict:
+    """Write predicted chunks, in order, to `output` (replaced only at the end); the run's counts.
+
+    `progress_total`: the row count for the progress bar, None when unknown, False for no bar.
+    """
     parquet_schema = None
     if table_format(output) == "parquet" and table_format(source) == "parquet":
-        parquet_schema = output_schema(pq.ParquetFile(source).schema_arrow, bundle.labels)
-    summary = {"rows": 0, "predicted": 0, "errors": {}, "labels": {label: 0 for label in bundle.labels}}
+        parquet_schema = output_schema(pq.ParquetFile(source).schema_arrow, labels)
+    summary = {"rows": 0, "predicted": 0, "errors": {}, "labels": {label: 0 for label in labels}}
     writer = _ChunkWriter(output, parquet_schema, escape_formulas)
     try:
-        with tqdm(total=total, unit="row", desc="predict", disable=None if progress else True) as bar:
-            for chunk in read_table_chunks(source, chunk_rows, encoding):
-                result = predict_frame(bundle, chunk, text_column)
+        total = None if progress_total is False else progress_total
+        with tqdm(total=total, unit="row", desc="predict", disable=True if progress_total is False else None) as bar:
+            for result in results:
                 writer.write(result)
                 summary["rows"] += len(result)
                 for reason, count in result.loc[result["error"] != "", "error"].value_counts().items():

@@ -62,6 +62,7 @@ class PredictionService:
     def warm_up(self) -> None:
         """Run every padded length the model will see once, so the first requests are not slow."""
         start = time.perf_counter()
+        self.bundle.endpoints  # noqa: B018  (the SavedModel /v1/explain runs: loaded now when the fast model predicts)
         self.detector.detect(["hola, buenas tardes"])  # lingua loads its language models on first use (~1 s)
         for length in self.bundle.preprocessing["bucket_lengths"]:
             text = " ".join(["bien"] * max(length - 4, 1))

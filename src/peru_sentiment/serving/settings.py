@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
@@ -37,6 +38,7 @@ class ServeSettings(BaseSettings):
     max_wait_ms: float = Field(ge=0)
     model_batch_size: int = Field(gt=0)
     model_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    model_runtime: Literal["auto", "tensorflow", "fast"] = "auto"
     request_timeout_s: float = Field(gt=0)
     warmup: bool
     max_concurrent_explains: int = Field(gt=0)

@@ -1,0 +1,95 @@
+"""The fast CPU model (OpenVINO) beside the SavedModel: its export, its accuracy gate, its use for predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import toy_feedback
+from peru_sentiment.errors import ConfigError, DataError
+from peru_sentiment.export import bundle as bundle_module
+from peru_sentiment.export.bundle import BundleError, export_trained_model, load_bundle, verify_bundle
+from peru_sentiment.export.fast_runtime import FastModel
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def fast_export(tiny_trained, params, tmp_path_factory):
+    """The tiny model through the export stage with the fast model in bf16.
+
+    The gate is looser than the shipped one: the barely trained tiny model sits near its decision
+    boundaries, and bf16 moves one of these 90 labels (the e5 model: none of 512).
+    """
+    root = tmp_path_factory.mktemp("fast-export")
+    loose = params.export.model_copy(update={"fast_max_f1_change": 0.05, "fast_max_flip_rate": 0.05})
+    summary = export_trained_model(
+        tiny_trained,
+        params.model_copy(update={"export": loose}),
+        root,
+        training_labels=toy_feedback(30, seed=1)["label"],
+        validation=toy_feedback(90, seed=12),
+        checkpoint="tiny",
+        extra_files={},
+    )
+    return summary, root
+
+
+def test_export_ships_a_gated_fast_model_and_predictions_use_it(fast_export, tiny_trained):
+    summary, _ = fast_export
+    manifest = verify_bundle(load_bundle(summary["path"]).directory)
+    figures = manifest["fast_model"]
+    assert figures["runtime"] == "openvino" and figures["precision"] == "bf16"
+    assert figures["validation_texts"] == 90
+    assert abs(figures["macro_f1_change"]) <= 0.05 and figures["label_flip_rate"] <= 0.05
+    assert any(name.startswith("openvino/") for name in manifest["files"])
+
+    fast, tensorflow = load_bundle(summary["path"]), load_bundle(summary["path"], runtime="tensorflow")
+    assert fast.fast_model is not None and fast.runtime == "openvino-bf16"
+    assert tensorflow.fast_model is None and tensorflow.runtime == "tensorflow-fp32"
+    texts = toy_feedback(40, seed=5)["text"].tolist()
+    fast_probabilities, reference = fast.predict_proba(texts), tensorflow.predict_proba(texts)
+    assert not np.array_equal(fast_probabilities, reference)  # really another runtime ...
+    assert np.abs(fast_probabilities - reference).max() < 0.05  # ... computing the same model
+    agreement = fast_probabilities.argmax(axis=1) == tiny_trained.predict_proba(texts).argmax(axis=1)
+    assert agreement.mean() >= 0.95
+    assert fast.explain(texts[0])["label"] == tensorflow.explain(texts[0])["label"]  # explain keeps the SavedModel
+
+
+def test_the_fast_model_in_float32_reproduces_the_saved_model(fast_export):
+    summary, _ = fast_export
+    bundle = load_bundle(summary["path"], runtime="tensorflow")
+    float32 = FastModel(bundle.directory / "openvino", "f32")
+    batch = {"token_ids": np.array([[2, 40, 41, 3], [2, 50, 3, 0]], np.int32)}
+    batch["padding_mask"] = (np.arange(4) < np.array([[4], [3]])).astype(np.int32)
+    np.testing.assert_allclose(float32(batch), bundle._probabilities(batch), atol=1e-5)
+
+
+class _LabelSwappingModel(FastModel):
+    """A deliberately degraded fast model: the negative and positive probabilities swapped."""
+
+    def __call__(self, batch):
+        return super().__call__(batch)[:, ::-1]
+
+
+def test_a_degraded_fast_model_is_refused_and_leaves_no_bundle(tiny_trained, params, tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle_module, "FastModel", _LabelSwappingModel)
+    with pytest.raises(DataError, match=r"the fast model is refused: validation macro-F1 .* labels changed on"):
+        export_trained_model(
+            tiny_trained,
+            params,
+            tmp_path,
+            training_labels=toy_feedback(30, seed=1)["label"],
+            validation=toy_feedback(90, seed=12),
+            checkpoint="tiny",
+            extra_files={},
+        )
+    assert list(tmp_path.iterdir()) == []  # neither a bundle nor a staging folder nor LATEST
+
+
+def test_runtime_choice_is_checked(tiny_bundle):
+    assert load_bundle(tiny_bundle).fast_model is None  # a bundle without a fast model: the SavedModel
+    with pytest.raises(BundleError, match="has no fast model"):
+        load_bundle(tiny_bundle, runtime="fast")
+    with pytest.raises(ConfigError, match="unknown runtime 'gpu'"):
+        load_bundle(tiny_bundle, runtime="gpu")
