@@ -1,11 +1,6 @@
-"""`predict-beam` gives `predict`'s output row for row, and the same errors for bad input.
-
-Runs where Apache Beam is installed (``pip install '.[beam]'``; it needs protobuf<7 and pyarrow<26).
-"""
+"""`predict-beam` gives `predict`'s output row for row, and the same errors for bad input."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import pandas as pd
@@ -17,9 +12,6 @@ from peru_sentiment.export.bundle import load_bundle
 from peru_sentiment.serving.predict_beam import predict_with_beam
 from peru_sentiment.serving.predict_file import predict_file
 from peru_sentiment.tables import read_table
-
-HAVE_BEAM = importlib.util.find_spec("apache_beam") is not None
-needs_beam = pytest.mark.skipif(not HAVE_BEAM, reason="Apache Beam is not installed")
 
 LOCAL_TWO_WORKERS = ("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
 
@@ -57,7 +49,6 @@ def assert_same_rows(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
     )
 
 
-@needs_beam
 @pytest.mark.parametrize(("suffix", "pipeline_args"), [(".csv", LOCAL_TWO_WORKERS), (".parquet", ())])
 def test_beam_output_equals_predict_row_for_row(bundle, tmp_path, suffix, pipeline_args):
     frame = feedback_with_bad_rows(700)
@@ -72,7 +63,6 @@ def test_beam_output_equals_predict_row_for_row(bundle, tmp_path, suffix, pipeli
     assert_same_rows(expected, actual)
 
 
-@needs_beam
 @pytest.mark.parametrize(
     ("name", "content"),
     [
@@ -96,11 +86,3 @@ def test_bad_input_gives_predicts_error(bundle, tmp_path, name, content):
         errors.append(str(error.value))
     assert errors[0] == errors[1]
     assert not (tmp_path / "b.csv").exists() and not list(tmp_path.glob(".b.csv.*"))
-
-
-@pytest.mark.skipif(HAVE_BEAM, reason="Apache Beam is installed")
-def test_without_beam_the_command_says_how_to_install_it(tiny_bundle, tmp_path):
-    source = tmp_path / "in.csv"
-    source.write_text("text\nhola\n")
-    with pytest.raises(PipelineError, match=r"predict-beam needs Apache Beam: pip install"):
-        predict_with_beam(tiny_bundle, source, tmp_path / "beam.csv", "text")

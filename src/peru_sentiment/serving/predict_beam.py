@@ -26,10 +26,11 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
 import pandas as pd
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
-from peru_sentiment.errors import ConfigError
 from peru_sentiment.export.bundle import ModelBundle, bundle_labels, load_bundle
 from peru_sentiment.serving.predict_file import (
     check_paths,
@@ -41,13 +42,6 @@ from peru_sentiment.serving.predict_file import (
 from peru_sentiment.tables import read_table_chunks
 
 log = logging.getLogger(__name__)
-
-try:
-    import apache_beam as beam
-    from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
-except ImportError:  # the command says how to install it
-    beam = None
-    ModelHandler = object
 
 SHARD_SUFFIX = ".pkl"
 
@@ -123,11 +117,6 @@ def predict_with_beam(
     `model_threads`: the fast model's threads per worker (None: all cores); with N local workers
     on C cores, C // N keeps them from competing for the same cores.
     """
-    if beam is None:
-        raise ConfigError(
-            "predict-beam needs Apache Beam: pip install 'peru-sentiment[beam]' "
-            "(Beam 2.77 needs protobuf<7 and pyarrow<26; see README, batch scoring)"
-        )
     from apache_beam.options.pipeline_options import PipelineOptions
 
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # Beam logs every worker's start and stop at INFO
