@@ -36,7 +36,8 @@ in-flight requests (``graceful_timeout``). Requests nginx cannot deliver
 after that get its clean JSON 503 with ``Retry-After``.
 
 Environment: ``SENTIMENT_BIND`` (default 127.0.0.1:8000), ``SENTIMENT_WORKERS``,
-``SENTIMENT_THREADS``, ``SENTIMENT_DRAIN_S``, plus the server settings ``SENTIMENT_*``
+``SENTIMENT_THREADS``, ``SENTIMENT_DRAIN_S``, plus the server settings (``SENTIMENT_STORE_URL``: the
+scored-feedback store, migrated by the master at start and drained by each worker at exit) ``SENTIMENT_*``
 (configs/serve.yaml). Prometheus metrics of all workers are aggregated through files
 in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary directory unless set).
 """
@@ -84,8 +85,18 @@ loglevel = "info"
 
 
 def on_starting(server):
-    """Counters restart with the server."""
+    """Counters restart with the server; the store's database is migrated once, before the workers start."""
     metrics.reset_multiprocess_dir()
+    from peru_sentiment.errors import ConfigError
+    from peru_sentiment.serving.settings import load_settings
+    from peru_sentiment.store.database import open_store
+
+    try:
+        store_url = load_settings().store_url
+        if store_url is not None:
+            open_store(store_url).dispose()
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def _service(worker):
@@ -115,7 +126,7 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Finish the batches already queued before the worker process ends."""
+    """Finish the batches already queued and write the store's queue before the worker process ends."""
     service = _service(worker)
     if service is not None:
         service.close()

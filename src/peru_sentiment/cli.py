@@ -344,6 +344,33 @@ def export(
         )
 
 
+StoreUrlOption = typer.Option(
+    None,
+    "--store-url",
+    envvar="SENTIMENT_STORE_URL",
+    help="The store's database URL (sqlite:///path or postgresql://...); default: store_url in configs/serve.yaml.",
+)
+
+
+def _store_settings(store_url: str | None):
+    """The server settings (configs/serve.yaml, SENTIMENT_*), with `store_url` when given."""
+    from peru_sentiment.serving.settings import load_settings
+
+    return load_settings(**({"store_url": store_url} if store_url is not None else {}))
+
+
+def _store_target(store_url: str | None) -> tuple[str | None, bool]:
+    """The store's URL (None: no store) and whether it keeps texts, from the option or the server settings."""
+    from peru_sentiment.serving.settings import config_file
+    from peru_sentiment.store.database import parse_store_url
+
+    if not config_file().is_file() and store_url is not None:
+        parse_store_url(store_url)
+        return store_url, True
+    settings = _store_settings(store_url)
+    return settings.store_url, settings.store_text
+
+
 ESCAPE_FORMULAS_HELP = (
     "In a CSV output, prefix cells starting with = + - @ tab or CR with ' so that spreadsheets show them as text "
     "instead of running them as formulas."
@@ -360,6 +387,11 @@ def predict(
     batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
     encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
     escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
+    store: bool = typer.Option(True, "--store/--no-store", help="Also keep the predictions in the store."),
+    store_url: str | None = StoreUrlOption,
+    request_id: str | None = typer.Option(
+        None, help="Store rows as <request-id>:<row>; rerunning with the same id stores nothing twice."
+    ),
     progress: bool = ProgressOption,
 ) -> None:
     """Predict the sentiment of every row of a file; rows without text are kept and marked in `error`.
@@ -370,17 +402,29 @@ def predict(
 
     from peru_sentiment.export.bundle import load_bundle
     from peru_sentiment.serving.predict_file import predict_file
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.writer import PredictionWriter
 
-    summary = predict_file(
-        load_bundle(model, batch_size=batch_size),
-        input_file,
-        output,
-        text_column,
-        chunk_rows,
-        progress,
-        encoding=encoding,
-        escape_formulas=escape_formulas,
-    )
+    bundle = load_bundle(model, batch_size=batch_size)
+    url, store_text = _store_target(store_url) if store else (None, True)
+    writer = PredictionWriter(open_store(url)) if url else None
+    try:
+        summary = predict_file(
+            bundle,
+            input_file,
+            output,
+            text_column,
+            chunk_rows,
+            progress,
+            encoding=encoding,
+            escape_formulas=escape_formulas,
+            store=writer,
+            store_text=store_text,
+            request_id=request_id,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
 
@@ -394,6 +438,43 @@ def profile(
 
     changed = apply_profile(name, params_file)
     typer.echo(f"profile {name}: {len(changed)} value(s) changed" + (f" ({', '.join(changed)})" if changed else ""))
+
+
+store_app = typer.Typer(help="The scored-feedback store: migrations and retention.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+def _configured_store_url(store_url: str | None) -> str:
+    url = _store_settings(store_url).store_url
+    if url is None:
+        raise PipelineError("no store is configured; set store_url in configs/serve.yaml or pass --store-url")
+    return url
+
+
+@store_app.command("upgrade")
+def store_upgrade(store_url: str | None = StoreUrlOption) -> None:
+    """Create the store's tables or migrate them to this version (the server also does this at start)."""
+    from peru_sentiment.store.database import create_store_engine, upgrade
+
+    engine = create_store_engine(_configured_store_url(store_url))
+    typer.echo(f"store {engine.url.render_as_string()} at migration {upgrade(engine)}")
+
+
+@store_app.command("cleanup")
+def store_cleanup(
+    store_url: str | None = StoreUrlOption,
+    retention_days: int | None = typer.Option(
+        None, min=1, help="Delete predictions received longer ago; default: store_retention_days of the server."
+    ),
+) -> None:
+    """Delete the predictions older than the retention period."""
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.retention import delete_older_than
+
+    settings = _store_settings(store_url)
+    days = retention_days or settings.store_retention_days
+    deleted = delete_older_than(open_store(_configured_store_url(store_url), migrate=False), days)
+    typer.echo(f"deleted {deleted} prediction(s) received more than {days} day(s) ago")
 
 
 monitoring_app = typer.Typer(help="Dashboards and alert rules as code, and a local Prometheus.", no_args_is_help=True)

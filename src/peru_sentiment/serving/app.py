@@ -6,6 +6,7 @@ Routes live in :mod:`peru_sentiment.serving.routes`, error answers in
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 
@@ -19,6 +20,8 @@ from peru_sentiment.serving.openapi import openapi_document
 from peru_sentiment.serving.routes import EXTENSION, ApiState, api
 from peru_sentiment.serving.service import PredictionService
 from peru_sentiment.serving.settings import ServeSettings, load_settings
+from peru_sentiment.store.database import open_store
+from peru_sentiment.store.writer import PredictionWriter
 
 
 def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None = None) -> Flask:
@@ -27,6 +30,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     bundle = bundle or load_bundle(settings.model_dir, batch_size=settings.model_batch_size)
     metrics = ServiceMetrics(region_names(load_regions(settings.regions_file)))
     metrics.set_model(bundle.version, bundle.checkpoint, bundle.training_distribution)
+    store = _store_writer(settings)
     service = PredictionService(
         bundle,
         micro_batch_size=settings.micro_batch_size,
@@ -34,6 +38,8 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         timeout_s=settings.request_timeout_s,
         metrics=metrics,
         model_threads=settings.model_threads,
+        store=store,
+        store_text=settings.store_text,
     )
     if settings.warmup:
         threading.Thread(target=service.warm_up, name="warm-up", daemon=True).start()
@@ -62,6 +68,24 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
 
     app.wsgi_app = counted
     return app
+
+
+def _store_writer(settings: ServeSettings) -> PredictionWriter | None:
+    """The store's writer (the database migrated to this version), or None without a store.
+
+    Under gunicorn, the master migrates before forking (serve/gunicorn.conf.py) and
+    ``worker_exit`` drains the writer; elsewhere (``flask run``, tests) an exit hook does.
+    """
+    if settings.store_url is None:
+        return None
+    writer = PredictionWriter(
+        open_store(settings.store_url),
+        queue_size=settings.store_queue_size,
+        batch_rows=settings.store_batch_rows,
+        submit_timeout_s=settings.request_timeout_s,
+    )
+    atexit.register(writer.close)
+    return writer
 
 
 def _model_description(bundle: ModelBundle, settings: ServeSettings) -> dict:

@@ -4,7 +4,8 @@ Files are read and written in chunks, so memory stays flat however large the
 input. A row whose text is missing or empty is kept with an ``error`` and no
 label; nothing is dropped. The output is written to a temporary file beside the
 target and renamed when every row is done: a failed run leaves an existing
-output untouched and no partial file.
+output untouched and no partial file. With a store, the predicted rows are
+stored too (masked text, region, channel, language, scores).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,10 @@ from tqdm import tqdm
 
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export.bundle import ModelBundle
+from peru_sentiment.store.records import prediction_rows, utc_now
+from peru_sentiment.store.writer import PredictionWriter
 from peru_sentiment.tables import count_rows, read_table_chunks, table_format
+from peru_sentiment.text.language import LanguageDetector
 from peru_sentiment.text.normalize import has_lone_surrogate, is_blank
 from peru_sentiment.text.prepare import prepare_text
 
@@ -34,6 +39,11 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> pd.DataFrame:
     """`frame` plus ``label``, ``probability_<label>`` columns and ``error`` (empty when fine)."""
+    return _predict(bundle, frame, text_column)[0]
+
+
+def _predict(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`predict_frame`'s result and the prepared (masked) texts."""
     if text_column not in frame.columns:
         raise ConfigError(f"no column {text_column!r} in the input (columns: {', '.join(map(str, frame.columns))})")
     raw = frame[text_column]
@@ -49,7 +59,46 @@ def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) ->
     for index, label in enumerate(bundle.labels):
         result[f"probability_{label}"] = probabilities[:, index]
     result["error"] = errors
-    return result
+    return result, prepared
+
+
+def _store_rows(
+    bundle: ModelBundle,
+    detector: LanguageDetector,
+    result: pd.DataFrame,
+    prepared: list[str],
+    request_id: str,
+    first_row: int,
+    store_text: bool,
+) -> list[dict]:
+    """The predicted rows of one chunk as store rows, numbered by their position in the file."""
+    valid = np.flatnonzero(result["error"].to_numpy() == "")
+    if not len(valid):
+        return []
+    texts = [prepared[i] for i in valid]
+    chosen = result.iloc[valid]
+
+    def column(name: str) -> list:
+        return chosen[name].tolist() if name in chosen.columns else [None] * len(valid)
+
+    now = utc_now()
+    return prediction_rows(
+        request_id=request_id,
+        source="file",
+        model_version=bundle.version,
+        labels=bundle.labels,
+        probabilities=chosen[[f"probability_{label}" for label in bundle.labels]].to_numpy(),
+        texts=texts,
+        item_ids=[str(value) if value is not None else None for value in column("feedback_id")],
+        regions=column("region"),
+        channels=column("channel"),
+        languages=detector.detect(texts),
+        written_at=column("timestamp"),
+        received_at=now,
+        scored_at=now,
+        store_text=store_text,
+        positions=[first_row + int(i) for i in valid],
+    )
 
 
 def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -158,11 +207,16 @@ def predict_file(
     progress: bool = True,
     encoding: str = "utf-8",
     escape_formulas: bool = True,
+    store: PredictionWriter | None = None,
+    store_text: bool = True,
+    request_id: str | None = None,
 ) -> dict:
     """Predict every row of `source` into `output`; returns counts (rows, predicted, errors by reason, labels).
 
     ``encoding`` is the input's (CSV, JSON Lines); the output is UTF-8. With ``escape_formulas``
     a CSV output neutralises cells a spreadsheet would run (:func:`neutralize_formulas`).
+    With a `store`, every predicted row is also stored under ids ``<request_id>:<row number>``
+    (a new id per run unless given: a rerun with the same id adds nothing twice).
     """
     if source.resolve() == output.resolve():
         raise ConfigError("--output must differ from --input")
@@ -173,10 +227,17 @@ def predict_file(
         parquet_schema = output_schema(pq.ParquetFile(source).schema_arrow, bundle.labels)
     summary = {"rows": 0, "predicted": 0, "errors": {}, "labels": {label: 0 for label in bundle.labels}}
     writer = _ChunkWriter(output, parquet_schema, escape_formulas)
+    request_id = request_id or uuid.uuid4().hex
+    detector = LanguageDetector(
+        bundle.preprocessing["detect_languages"], bundle.preprocessing["min_language_confidence"]
+    )
     try:
         with tqdm(total=total, unit="row", desc="predict", disable=None if progress else True) as bar:
             for chunk in read_table_chunks(source, chunk_rows, encoding):
-                result = predict_frame(bundle, chunk, text_column)
+                result, prepared = _predict(bundle, chunk, text_column)
+                if store is not None:
+                    rows = _store_rows(bundle, detector, result, prepared, request_id, summary["rows"], store_text)
+                    store.submit(rows)
                 writer.write(result)
                 summary["rows"] += len(result)
                 for reason, count in result.loc[result["error"] != "", "error"].value_counts().items():
@@ -184,6 +245,8 @@ def predict_file(
                 for label, count in result["label"].dropna().value_counts().items():
                     summary["labels"][label] += int(count)
                 bar.update(len(result))
+        if store is not None:
+            store.flush()
         writer.commit()
     except BaseException:
         writer.discard()
