@@ -246,3 +246,19 @@ def test_a_database_migrated_by_a_newer_version_or_not_migrated_is_refused(tmp_p
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "9999"
     result = CliRunner().invoke(cli, ["store", "upgrade", "--store-url", url])
     assert isinstance(result.exception, StoreError)
+
+
+def test_sigterm_under_load_loses_no_acknowledged_prediction(store_url, tiny_bundle, tmp_path):
+    from peru_sentiment.serving.launch import start_server
+    from peru_sentiment.store.drain_check import sigterm_under_load, stored_ids
+
+    process, url = start_server(
+        tiny_bundle, tmp_path / "server.log", SENTIMENT_STORE_URL=store_url, SENTIMENT_DRAIN_S="0.5"
+    )
+    try:
+        acknowledged, code = sigterm_under_load(process, url, toy_feedback(32, seed=8)["text"].tolist(), clients=8)
+    finally:
+        process.kill()
+    assert code == 0 and len(acknowledged) > 50, (code, len(acknowledged))
+    assert stored_ids(store_url) == acknowledged, "every prediction answered with 200 is stored, and nothing else"
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
