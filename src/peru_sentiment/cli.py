@@ -477,6 +477,48 @@ def store_cleanup(
     typer.echo(f"deleted {deleted} prediction(s) received more than {days} day(s) ago")
 
 
+review_app = typer.Typer(
+    help="The review loop: queue unsure predictions, export people's labels.", no_args_is_help=True
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("queue")
+def review_queue(
+    store_url: str | None = StoreUrlOption,
+    day: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="Day (UTC) to choose from; default today."),
+    budget: int = typer.Option(100, min=1, help="Predictions to queue for that day, shared evenly by region."),
+) -> None:
+    """Queue the day's least sure predictions (smallest top-two margin) for review on /review."""
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.records import utc_now
+    from peru_sentiment.store.review import queue_low_margin
+
+    chosen_day = (day or utc_now()).date()
+    queued = queue_low_margin(open_store(_configured_store_url(store_url)), chosen_day, budget)
+    typer.echo(f"queued {queued} prediction(s) of {chosen_day} for review")
+
+
+@review_app.command("export")
+def review_export(
+    out: Path = typer.Option(..., help="CSV file to write (e.g. data/external/reviewed.csv)."),
+    role: str = typer.Option("train", help="train (joins the training data) or external (held-out evaluation)."),
+    name: str = typer.Option("reviewed", help="Source name for params.yaml ingest.sources."),
+    store_url: str | None = StoreUrlOption,
+) -> None:
+    """Write the reviewed labels as a file `ingest` reads, and print its ingest.sources entry for params.yaml."""
+    import yaml
+
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.review import export_reviews, ingest_source
+
+    if role not in ("train", "external"):
+        raise PipelineError(f"--role must be train or external, not {role!r}")
+    rows = export_reviews(open_store(_configured_store_url(store_url), migrate=False), out)
+    typer.echo(f"wrote {rows} reviewed label(s) to {out}; add this to ingest.sources in params.yaml:")
+    typer.echo(yaml.safe_dump([ingest_source(name, out, role)], sort_keys=False, allow_unicode=True))
+
+
 monitoring_app = typer.Typer(help="Dashboards and alert rules as code, and a local Prometheus.", no_args_is_help=True)
 app.add_typer(monitoring_app, name="monitoring")
 MonitoringConfigOption = typer.Option(paths.MONITORING_CONFIG, "--config", help="Monitoring config.")

@@ -17,6 +17,7 @@ from peru_sentiment.regions import load_regions, region_names
 from peru_sentiment.serving.errors import register_error_handlers
 from peru_sentiment.serving.metrics import ServiceMetrics
 from peru_sentiment.serving.openapi import openapi_document
+from peru_sentiment.serving.review import review
 from peru_sentiment.serving.routes import EXTENSION, ApiState, api
 from peru_sentiment.serving.service import PredictionService
 from peru_sentiment.serving.settings import ServeSettings, load_settings
@@ -59,6 +60,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         explain_slots=threading.BoundedSemaphore(settings.max_concurrent_explains),
     )
     app.register_blueprint(api)
+    app.register_blueprint(review)
     register_error_handlers(app)
     served = app.wsgi_app
 

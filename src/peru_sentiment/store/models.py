@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, DateTime, Float, Index, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -40,3 +40,19 @@ class Prediction(Base):
         Index("ix_predictions_region_received_at", "region", "received_at"),
         Index("ix_predictions_request_id", "request_id"),
     )
+
+
+class ReviewItem(Base):
+    """A stored prediction queued for a person to label, and the label they gave."""
+
+    __tablename__ = "review_items"
+
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))  # see peru_sentiment.store.review.REASONS
+    priority: Mapped[float] = mapped_column(Float)  # reviewed in ascending order (the margin for low_margin)
+    queued_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    reviewed_label: Mapped[str | None] = mapped_column(String(16))
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    reviewer: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_review_items_pending", "reviewed_at", "priority"),)
