@@ -429,6 +429,42 @@ def predict(
 
 
 @app.command()
+def promote(
+    challenger: Path = typer.Option(paths.EXPORT, help="The new bundle, or an export root (its LATEST)."),
+    serving: Path = typer.Option(paths.SERVING, help="Serving root: promoted bundles, LATEST, promotions.jsonl."),
+    frozen_set: Path = typer.Option(
+        paths.split_file("external"), "--frozen-set", help="Labelled real rows (text, label) both models predict."
+    ),
+    force: bool = typer.Option(False, help="Promote even when not proven better (needs --reason)."),
+    reason: str | None = typer.Option(None, help="Why a forced promotion is right; recorded with the decision."),
+    samples: int = typer.Option(1000, min=100, help="Bootstrap resamples of the frozen set."),
+    confidence: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence of the interval."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """Serve the challenger only when its macro-F1 beats the champion's beyond a bootstrap interval.
+
+    Then reload the server: `kill -HUP <gunicorn master pid>` (new workers load the new LATEST).
+    """
+    import json
+
+    from peru_sentiment.export.promote import promote as run_promotion
+
+    decision = run_promotion(
+        challenger,
+        serving,
+        frozen_set,
+        force=force,
+        reason=reason,
+        samples=samples,
+        confidence=confidence,
+        seed=seed,
+    )
+    typer.echo(json.dumps(decision, ensure_ascii=False))
+    if not decision["promoted"]:
+        raise SystemExit(1)
+
+
+@app.command()
 def profile(
     name: str = typer.Argument(..., help="smoke, cpu (the default) or gpu: a file in configs/profiles/."),
     params_file: Path = ParamsOption,
