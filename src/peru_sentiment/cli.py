@@ -39,6 +39,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # per-plugin INFO lines; the store logs what it migrated
 
 
 @app.command()
