@@ -21,7 +21,14 @@ from peru_sentiment.serving.routes import EXTENSION
 from peru_sentiment.serving.settings import load_settings
 from peru_sentiment.store.database import open_store
 from peru_sentiment.store.records import prediction_rows
-from peru_sentiment.store.review import ReviewError, ingest_source, pending_reviews, queue_low_margin, record_review
+from peru_sentiment.store.review import (
+    ReviewError,
+    ingest_source,
+    pending_reviews,
+    queue_low_margin,
+    queue_star_disagreements,
+    record_review,
+)
 from peru_sentiment.store.writer import PredictionWriter
 
 API_KEY = "review-key-" + "x" * 16
@@ -162,3 +169,24 @@ def test_review_page_labels_three_items_by_keyboard_and_the_labels_reach_the_tra
     labels = {item["id"]: label for item, label in zip(expected, ["negative", "neutral", "positive"], strict=True)}
     assert accepted["label"].to_dict() == labels
     assert accepted.loc[expected[0]["id"], "region"] == expected[0]["region"]
+
+
+def test_predictions_that_contradict_their_stars_are_queued(tmp_path, tiny_bundle):
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    flask_app = create_app(load_settings(model_dir=tiny_bundle, warmup=False, store_url=url), load_bundle(tiny_bundle))
+    client = flask_app.test_client()
+    items = [{"text": text, "stars": stars} for text in ("excelente bacán", "pésimo horrible") for stars in (1, 3, 5)]
+    answer = client.post("/v1/predict", json={"items": items}, headers={"X-Request-ID": "stars"})
+    assert client.post("/v1/predict", json={"text": "hola", "stars": 6}).status_code == 422
+    flask_app.extensions[EXTENSION].close()
+    labels = [prediction["label"] for prediction in answer.get_json()["predictions"]]
+    expected = {
+        f"stars:{index}"
+        for index, (label, item) in enumerate(zip(labels, items, strict=True))
+        if (label == "positive" and item["stars"] <= 2) or (label == "negative" and item["stars"] >= 4)
+    }
+    assert expected, "the toy texts' labels contradict some of their stars"
+    engine = open_store(url)
+    assert queue_star_disagreements(engine, dt.datetime.now(dt.UTC).date(), 10, 2, 4) == len(expected)
+    assert {item["id"] for item in pending_reviews(engine)} == expected
+    assert {item["reason"] for item in pending_reviews(engine)} <= {"disagrees_with_stars"}

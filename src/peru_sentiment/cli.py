@@ -524,16 +524,22 @@ app.add_typer(review_app, name="review")
 def review_queue(
     store_url: str | None = StoreUrlOption,
     day: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="Day (UTC) to choose from; default today."),
-    budget: int = typer.Option(100, min=1, help="Predictions to queue for that day, shared evenly by region."),
+    budget: int = typer.Option(100, min=1, help="Least sure predictions to queue for that day, shared by region."),
+    stars_budget: int = typer.Option(50, min=0, help="Predictions contradicting their stars to queue, by region."),
+    params_file: Path = ParamsOption,
 ) -> None:
-    """Queue the day's least sure predictions (smallest top-two margin) for review on /review."""
+    """Queue the day's least sure predictions (smallest top-two margin) and those that contradict
+    their stars (thresholds: ingest.stars in params.yaml) for review on /review."""
     from peru_sentiment.store.database import open_store
     from peru_sentiment.store.records import utc_now
-    from peru_sentiment.store.review import queue_low_margin
+    from peru_sentiment.store.review import queue_low_margin, queue_star_disagreements
 
+    stars = load_params(params_file).ingest.stars
     chosen_day = (day or utc_now()).date()
-    queued = queue_low_margin(open_store(_configured_store_url(store_url)), chosen_day, budget)
-    typer.echo(f"queued {queued} prediction(s) of {chosen_day} for review")
+    engine = open_store(_configured_store_url(store_url))
+    unsure = queue_low_margin(engine, chosen_day, budget)
+    contradicting = queue_star_disagreements(engine, chosen_day, stars_budget, stars.negative_max, stars.positive_min)
+    typer.echo(f"queued {unsure} unsure and {contradicting} star-contradicting prediction(s) of {chosen_day}")
 
 
 @review_app.command("export")

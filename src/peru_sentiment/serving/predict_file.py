@@ -94,6 +94,7 @@ def _store_rows(
         channels=column("channel"),
         languages=detector.detect(texts),
         written_at=column("timestamp"),
+        stars=column("stars"),
         received_at=now,
         scored_at=now,
         store_text=store_text,

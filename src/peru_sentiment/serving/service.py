@@ -125,6 +125,7 @@ class PredictionService:
                     channels=[item.channel for item in items],
                     languages=languages,
                     written_at=[item.timestamp for item in items],
+                    stars=[item.stars for item in items],
                     received_at=received_at,
                     scored_at=utc_now(),
                     store_text=self.store_text,

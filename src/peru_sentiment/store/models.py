@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -27,6 +27,7 @@ class Prediction(Base):
     region: Mapped[str | None] = mapped_column(String(64))
     channel: Mapped[str | None] = mapped_column(String(32))
     language: Mapped[str | None] = mapped_column(String(16))
+    stars: Mapped[int | None] = mapped_column(Integer)  # the review's 1-5 stars, when it came with them
     text: Mapped[str | None] = mapped_column(Text)  # masked (personal data replaced); None when text storage is off
     label: Mapped[str] = mapped_column(String(16))
     confidence: Mapped[float] = mapped_column(Float)  # the top probability

@@ -38,6 +38,15 @@ def _optional_text(value: object, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) and value else None
 
 
+def _stars(value: object) -> int | None:
+    """1-5 stars as an int; anything else (missing, NaN, out of range) is no rating."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and 1 <= number <= 5 else None
+
+
 def prediction_rows(
     *,
     request_id: str,
@@ -55,9 +64,11 @@ def prediction_rows(
     scored_at: dt.datetime,
     store_text: bool,
     positions: Sequence[int] | None = None,
+    stars: Sequence[object] | None = None,
 ) -> list[dict]:
     """One row per text; ``positions`` (default 0..n-1) number the items within the request or file."""
     positions = range(len(texts)) if positions is None else positions
+    stars = [None] * len(texts) if stars is None else stars
     rows = []
     for index, row in enumerate(np.asarray(probabilities, dtype=np.float64)):
         top, second = np.sort(row)[::-1][:2]
@@ -73,6 +84,7 @@ def prediction_rows(
                 "region": _optional_text(regions[index], 64),
                 "channel": _optional_text(channels[index], 32),
                 "language": _optional_text(languages[index], 16),
+                "stars": _stars(stars[index]),
                 "text": texts[index] if store_text else None,
                 "label": labels[int(row.argmax())],
                 "confidence": round(float(top), 6),

@@ -1,8 +1,9 @@
 """The review loop's store side: queue predictions for people to label, record their labels, export them.
 
-Low-margin predictions (smallest gap between the top two probabilities) are
-queued with a budget per day, shared evenly between the regions of that day
-(round robin, least sure first), so one busy region does not take every slot.
+Low-margin predictions (smallest gap between the top two probabilities) and
+predictions that contradict the review's stars are queued with a budget per
+day, shared evenly between the regions of that day (round robin), so one busy
+region does not take every slot.
 A review is recorded only for a queued prediction and one of the three labels;
 the export is a CSV that the ``ingest`` stage reads as a source (role
 ``train`` or ``external``) with the snippet :func:`ingest_source` gives.
@@ -15,14 +16,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, or_, select, true
 
 from peru_sentiment.errors import DataError
 from peru_sentiment.schema import LABELS
 from peru_sentiment.store.models import Prediction, ReviewItem
 from peru_sentiment.store.records import utc_now
 
-REASONS = ("low_margin",)
 EXPORT_COLUMNS = ("source_id", "text", "label", "region", "channel", "language", "timestamp")
 
 
@@ -32,35 +32,51 @@ class ReviewError(DataError):
 
 def queue_low_margin(engine: Engine, day: dt.date, budget: int) -> int:
     """Queue at most `budget` of the day's (UTC) unqueued predictions with text, least sure first per region."""
+    return _queue(engine, day, budget, "low_margin", Prediction.margin, true())
+
+
+def queue_star_disagreements(engine: Engine, day: dt.date, budget: int, negative_max: int, positive_min: int) -> int:
+    """Queue the day's predictions whose label contradicts the review's stars (positive with at most
+    `negative_max` stars, negative with at least `positive_min`), the most confident first."""
+    contradicts = or_(
+        and_(Prediction.stars <= negative_max, Prediction.label == "positive"),
+        and_(Prediction.stars >= positive_min, Prediction.label == "negative"),
+    )
+    return _queue(engine, day, budget, "disagrees_with_stars", 1 - Prediction.confidence, contradicts)
+
+
+def _queue(engine: Engine, day: dt.date, budget: int, reason: str, priority, condition) -> int:
+    """Queue up to `budget` unqueued predictions with text of `day` meeting `condition`, by ascending `priority`,
+    one region at a time (round robin, each region's first) so that a busy region does not take every slot."""
     start = dt.datetime.combine(day, dt.time(), dt.UTC)
     with engine.begin() as connection:
         candidates = connection.execute(
-            select(Prediction.id, Prediction.region, Prediction.margin)
+            select(Prediction.id, Prediction.region, priority.label("priority"))
             .outerjoin(ReviewItem, ReviewItem.prediction_id == Prediction.id)
             .where(
                 Prediction.received_at >= start,
                 Prediction.received_at < start + dt.timedelta(days=1),
                 Prediction.text.is_not(None),
                 ReviewItem.prediction_id.is_(None),
+                condition,
             )
-            .order_by(Prediction.margin, Prediction.id)
+            .order_by(priority, Prediction.id)
         ).all()
         by_region: dict[str, list] = defaultdict(list)
         for row in candidates:
             by_region[row.region or ""].append(row)
         chosen = []
         while len(chosen) < budget and any(by_region.values()):
-            for region in sorted(by_region, key=lambda name: by_region[name][0].margin if by_region[name] else 2):
-                if by_region[region] and len(chosen) < budget:
+            for region in sorted(
+                (name for name in by_region if by_region[name]), key=lambda n: by_region[n][0].priority
+            ):
+                if len(chosen) < budget:
                     chosen.append(by_region[region].pop(0))
-        now = utc_now()
         if chosen:
+            now = utc_now()
             connection.execute(
                 ReviewItem.__table__.insert(),
-                [
-                    {"prediction_id": row.id, "reason": "low_margin", "priority": row.margin, "queued_at": now}
-                    for row in chosen
-                ],
+                [{"prediction_id": r.id, "reason": reason, "priority": r.priority, "queued_at": now} for r in chosen],
             )
     return len(chosen)
 
