@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -248,6 +249,28 @@ def test_a_database_migrated_by_a_newer_version_or_not_migrated_is_refused(tmp_p
     assert isinstance(result.exception, StoreError)
 
 
+def _stall_writes(store_url: str, start_s: float, stop_s: float) -> threading.Thread:
+    """A thread that locks the predictions table from `start_s` to `stop_s`: a database that stalls at shutdown."""
+    engine = create_store_engine(store_url)
+    lock = "BEGIN EXCLUSIVE" if engine.dialect.name == "sqlite" else "LOCK TABLE predictions IN EXCLUSIVE MODE"
+
+    def stall():
+        time.sleep(start_s)
+        with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                connection.exec_driver_sql(lock)
+            else:
+                connection.begin()
+                connection.exec_driver_sql(lock)
+            time.sleep(stop_s - start_s)
+            connection.rollback()
+        engine.dispose()
+
+    thread = threading.Thread(target=stall, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_sigterm_under_load_loses_no_acknowledged_prediction(store_url, tiny_bundle, tmp_path):
     from peru_sentiment.serving.launch import start_server
     from peru_sentiment.store.drain_check import sigterm_under_load, stored_ids
@@ -255,10 +278,16 @@ def test_sigterm_under_load_loses_no_acknowledged_prediction(store_url, tiny_bun
     process, url = start_server(
         tiny_bundle, tmp_path / "server.log", SENTIMENT_STORE_URL=store_url, SENTIMENT_DRAIN_S="0.5"
     )
+    # The table is locked from before the SIGTERM until after it, so rows are still queued when
+    # the workers are told to stop: only the drain on exit can store them.
+    staller = _stall_writes(store_url, start_s=0.5, stop_s=4.0)
     try:
-        acknowledged, code = sigterm_under_load(process, url, toy_feedback(32, seed=8)["text"].tolist(), clients=8)
+        acknowledged, code = sigterm_under_load(
+            process, url, toy_feedback(32, seed=8)["text"].tolist(), clients=8, terminate_after_s=1.5
+        )
     finally:
         process.kill()
+        staller.join(10)
     assert code == 0 and len(acknowledged) > 50, (code, len(acknowledged))
     assert stored_ids(store_url) == acknowledged, "every prediction answered with 200 is stored, and nothing else"
     assert "Traceback" not in (tmp_path / "server.log").read_text()
