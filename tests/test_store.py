@@ -118,11 +118,12 @@ def test_writer_stores_every_submitted_row_once_and_close_drains_the_queue(store
 
 def test_a_full_queue_makes_the_request_wait_then_fail_instead_of_dropping(tmp_path):
     engine = open_store(f"sqlite:///{tmp_path / 's.sqlite'}")
-    blocker = threading.Event()
-    writer = PredictionWriter(engine, queue_size=1, submit_timeout_s=0.2)
+    writing, blocker = threading.Event(), threading.Event()
+    writer = PredictionWriter(engine, queue_size=1, submit_timeout_s=0.2, linger_s=0)
     original = writer._write
-    writer._write = lambda rows: (blocker.wait(), original(rows))  # a database that stalls
-    writer.submit(fake_rows("a", 1))  # taken by the writer, which stalls
+    writer._write = lambda rows: (writing.set(), blocker.wait(), original(rows))  # a database that stalls
+    writer.submit(fake_rows("a", 1))
+    assert writing.wait(5), "the writer took the first request and stalls"
     writer.submit(fake_rows("b", 1))  # fills the queue
     with pytest.raises(StoreBusy, match="stayed full"):
         writer.submit(fake_rows("c", 1))

@@ -1,7 +1,7 @@
 """Writes predictions to the store off the request path: a bounded queue and one background writer.
 
 A request hands its rows to :meth:`PredictionWriter.submit` and returns; the
-writer thread inserts whatever has queued up, in batches, ignoring rows whose
+writer thread inserts what queues up within ``linger_s`` in one transaction, ignoring rows whose
 id is already stored (a retried request). When the queue is full, ``submit``
 waits up to ``submit_timeout_s`` and then raises :class:`StoreBusy` (the API
 answers 503): a prediction is acknowledged only once its rows are queued.
@@ -40,10 +40,11 @@ class PredictionWriter:
         *,
         queue_size: int = 1024,
         batch_rows: int = 256,
+        linger_s: float = 0.05,
         submit_timeout_s: float = 5.0,
         close_timeout_s: float = 25.0,
     ):
-        self.engine, self.batch_rows = engine, batch_rows
+        self.engine, self.batch_rows, self.linger_s = engine, batch_rows, linger_s
         self.submit_timeout_s, self.close_timeout_s = submit_timeout_s, close_timeout_s
         insert = sqlite_insert if engine.dialect.name == "sqlite" else postgresql_insert
         self._statement = insert(Prediction).on_conflict_do_nothing(index_elements=["id"])
@@ -90,28 +91,21 @@ class PredictionWriter:
         stopping = False
         while not stopping:
             taken = [self._queue.get()]
-            rows = [] if taken[0] is _STOP else list(taken[0])
-            stopping = taken[0] is _STOP
-            while len(rows) < self.batch_rows and not stopping:
+            # Wait up to linger_s for more rows: one transaction per batch instead of per request
+            # (each commit costs far more CPU than the rows it writes).
+            deadline = time.monotonic() + self.linger_s
+            while taken[-1] is not _STOP and sum(len(item) for item in taken) < self.batch_rows:
                 try:
-                    item = self._queue.get_nowait()
+                    taken.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0)))
                 except queue.Empty:
                     break
-                taken.append(item)
-                if item is _STOP:
-                    stopping = True
-                else:
-                    rows.extend(item)
-            if stopping:  # take whatever arrived before the stop too
-                while True:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    taken.append(item)
-                    if item is not _STOP:
-                        rows.extend(item)
-            self._write(rows)
+            stopping = taken[-1] is _STOP
+            while stopping:  # take whatever arrived before the stop too
+                try:
+                    taken.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write([row for item in taken if item is not _STOP for row in item])
             for _ in taken:
                 self._queue.task_done()
 
