@@ -15,7 +15,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 PROFILE ?=
 # Debian packages the tests need: prometheus provides `prometheus` and `promtool`;
 # chromium opens the HTML report headless; nginx is the reverse proxy of the deployment tests.
-SYSTEM_PACKAGES := prometheus chromium nginx
+SYSTEM_PACKAGES := prometheus chromium nginx postgresql
 
 .PHONY: setup system-deps repro test lint format serve lab clean
 

@@ -29,6 +29,10 @@ threads of a worker only parse JSON, clean text and wait for the batcher,
 so many of them (``SENTIMENT_THREADS``, default 32) keep the model threads
 busy without costing CPU.
 
+Reload (SIGHUP to the master, e.g. after ``peru-sentiment promote`` moved LATEST): new
+workers load the model named in LATEST while the old ones keep answering; an old
+worker starts its drain only once a new one is ready, so no request waits for a model.
+
 Shutdown (SIGTERM): each worker reports not ready on ``/readyz`` at once and
 keeps serving for ``SENTIMENT_DRAIN_S`` (default 2 s: time for a load
 balancer's probe to take it out), then stops accepting and finishes its
@@ -36,7 +40,8 @@ in-flight requests (``graceful_timeout``). Requests nginx cannot deliver
 after that get its clean JSON 503 with ``Retry-After``.
 
 Environment: ``SENTIMENT_BIND`` (default 127.0.0.1:8000), ``SENTIMENT_WORKERS``,
-``SENTIMENT_THREADS``, ``SENTIMENT_DRAIN_S``, plus the server settings ``SENTIMENT_*``
+``SENTIMENT_THREADS``, ``SENTIMENT_DRAIN_S``, plus the server settings (``SENTIMENT_STORE_URL``: the
+scored-feedback store, migrated by the master at start and drained by each worker at exit) ``SENTIMENT_*``
 (configs/serve.yaml). Prometheus metrics of all workers are aggregated through files
 in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary directory unless set).
 """
@@ -47,6 +52,7 @@ import signal
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 cores = os.cpu_count() or 1
 workers = int(os.environ.get("SENTIMENT_WORKERS", max(2, cores // 4)))
@@ -65,6 +71,9 @@ os.environ.setdefault("SENTIMENT_MODEL_THREADS", share)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Set before prometheus_client is imported anywhere: it picks its value storage at import.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="peru-sentiment-metrics-"))
+# Where workers say they are ready and the master says it reloads (SIGHUP): see begin_shutdown below.
+reload_dir = Path(os.environ.setdefault("SENTIMENT_RELOAD_DIR", tempfile.mkdtemp(prefix="peru-sentiment-reload-")))
+RELOAD_MARK = "reload"
 
 from peru_sentiment.serving import metrics  # noqa: E402
 from peru_sentiment.serving.settings import EXTENSION  # noqa: E402
@@ -84,8 +93,34 @@ loglevel = "info"
 
 
 def on_starting(server):
-    """Counters restart with the server."""
+    """Counters restart with the server; the store's database is migrated once, before the workers start."""
     metrics.reset_multiprocess_dir()
+    from peru_sentiment.errors import ConfigError
+    from peru_sentiment.serving.settings import load_settings
+    from peru_sentiment.store.database import open_store
+
+    try:
+        store_url = load_settings().store_url
+        if store_url is not None:
+            open_store(store_url).dispose()
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def on_reload(server):
+    """SIGHUP (e.g. after `peru-sentiment promote`): replaced workers keep serving until a new one is ready."""
+    (reload_dir / RELOAD_MARK).write_text(str(time.time()))
+
+
+def _marked_at(path: Path) -> float:
+    try:
+        return float(path.read_text())
+    except (OSError, ValueError):
+        return 0.0
+
+
+def _new_worker_ready(since: float) -> bool:
+    return any(_marked_at(path) > since for path in reload_dir.glob("ready-*"))
 
 
 def _service(worker):
@@ -99,26 +134,36 @@ def post_worker_init(worker):
     service = _service(worker)
     if service is None:  # another app under this configuration (benchmarks/serve_throughput.py's naive server)
         return
+    started = time.time()
     while not service.ready:
         time.sleep(0.05)
+    (reload_dir / f"ready-{worker.pid}").write_text(str(time.time()))
     worker.log.info("worker %s ready", worker.pid)
     stop = worker.handle_exit
+
+    def stop_after_drain(signum, frame):
+        reloaded_at = _marked_at(reload_dir / RELOAD_MARK)
+        if reloaded_at > started:  # replaced by a reload: serve until a replacement has loaded its model
+            deadline = time.monotonic() + timeout
+            while not _new_worker_ready(reloaded_at) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        time.sleep(drain_seconds)
+        stop(signum, frame)
 
     def begin_shutdown(signum, frame):
         if not service.stopping:
             service.begin_shutdown()
-            timer = threading.Timer(drain_seconds, stop, (signum, frame))
-            timer.daemon = True
-            timer.start()
+            threading.Thread(target=stop_after_drain, args=(signum, frame), daemon=True).start()
 
     signal.signal(signal.SIGTERM, begin_shutdown)
 
 
 def worker_exit(server, worker):
-    """Finish the batches already queued before the worker process ends."""
+    """Finish the batches already queued and write the store's queue before the worker process ends."""
     service = _service(worker)
     if service is not None:
         service.close()
+    (reload_dir / f"ready-{worker.pid}").unlink(missing_ok=True)
     if os.getpid() == worker.pid:  # (gunicorn also calls this hook in the master)
         # The interpreter's final garbage collection walks TensorFlow's object graphs for
         # ~5 s of CPU (tiny model) before the process can end; the OS frees the memory anyway.

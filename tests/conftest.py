@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,23 @@ from peru_sentiment import paths
 from peru_sentiment.config import Params, load_params, load_yaml
 from peru_sentiment.data import synthetic
 from peru_sentiment.regions import load_regions
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _store_in_a_temporary_folder(tmp_path_factory):
+    """Servers and the predict command started by the tests store predictions here, not under data/store."""
+    os.environ["SENTIMENT_STORE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('store') / 'predictions.sqlite'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster on a Unix socket (the Debian `postgresql` binaries: make system-deps)."""
+    from peru_sentiment.store.local_postgres import LocalPostgres, postgres_binary
+
+    if postgres_binary("initdb") is None:
+        pytest.skip("PostgreSQL server binaries not found: `apt-get install postgresql` (make system-deps)")
+    with LocalPostgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ def test_committed_files_equal_a_fresh_render(config):
         "sentiment-by-region.json",
         "service-health.json",
         "model-behaviour.json",
+        "customer-feedback-store.json",
     }
     for path, text in rendered.items():
         assert (ROOT / path).read_text(encoding="utf-8") == text, (

@@ -39,6 +39,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # per-plugin INFO lines; the store logs what it migrated
 
 
 @app.command()
@@ -351,6 +352,35 @@ RUNTIME_HELP = (
     "auto: the bundle's fast model (OpenVINO) when it has one, else the TensorFlow SavedModel; "
     "tensorflow: always the SavedModel; fast: the fast model or an error."
 )
+
+
+StoreUrlOption = typer.Option(
+    None,
+    "--store-url",
+    envvar="SENTIMENT_STORE_URL",
+    help="The store's database URL (sqlite:///path or postgresql://...); default: store_url in configs/serve.yaml.",
+)
+
+
+def _store_settings(store_url: str | None):
+    """The server settings (configs/serve.yaml, SENTIMENT_*), with `store_url` when given."""
+    from peru_sentiment.serving.settings import load_settings
+
+    return load_settings(**({"store_url": store_url} if store_url is not None else {}))
+
+
+def _store_target(store_url: str | None) -> tuple[str | None, bool]:
+    """The store's URL (None: no store) and whether it keeps texts, from the option or the server settings."""
+    from peru_sentiment.serving.settings import config_file
+    from peru_sentiment.store.database import parse_store_url
+
+    if not config_file().is_file() and store_url is not None:
+        parse_store_url(store_url)
+        return store_url, True
+    settings = _store_settings(store_url)
+    return settings.store_url, settings.store_text
+
+
 ESCAPE_FORMULAS_HELP = (
     "In a CSV output, prefix cells starting with = + - @ tab or CR with ' so that spreadsheets show them as text "
     "instead of running them as formulas."
@@ -368,6 +398,11 @@ def predict(
     encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
     escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
     runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    store: bool = typer.Option(True, "--store/--no-store", help="Also keep the predictions in the store."),
+    store_url: str | None = StoreUrlOption,
+    request_id: str | None = typer.Option(
+        None, help="Store rows as <request-id>:<row>; rerunning with the same id stores nothing twice."
+    ),
     progress: bool = ProgressOption,
 ) -> None:
     """Predict the sentiment of every row of a file; rows without text are kept and marked in `error`.
@@ -378,17 +413,29 @@ def predict(
 
     from peru_sentiment.export.bundle import load_bundle
     from peru_sentiment.serving.predict_file import predict_file
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.writer import PredictionWriter
 
-    summary = predict_file(
-        load_bundle(model, batch_size=batch_size, runtime=runtime),
-        input_file,
-        output,
-        text_column,
-        chunk_rows,
-        progress,
-        encoding=encoding,
-        escape_formulas=escape_formulas,
-    )
+    bundle = load_bundle(model, batch_size=batch_size, runtime=runtime)
+    url, store_text = _store_target(store_url) if store else (None, True)
+    writer = PredictionWriter(open_store(url)) if url else None
+    try:
+        summary = predict_file(
+            bundle,
+            input_file,
+            output,
+            text_column,
+            chunk_rows,
+            progress,
+            encoding=encoding,
+            escape_formulas=escape_formulas,
+            store=writer,
+            store_text=store_text,
+            request_id=request_id,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
     typer.echo(json.dumps(summary, ensure_ascii=False))
 
 
@@ -431,6 +478,42 @@ def predict_beam(
 
 
 @app.command()
+def promote(
+    challenger: Path = typer.Option(paths.EXPORT, help="The new bundle, or an export root (its LATEST)."),
+    serving: Path = typer.Option(paths.SERVING, help="Serving root: promoted bundles, LATEST, promotions.jsonl."),
+    frozen_set: Path = typer.Option(
+        paths.split_file("external"), "--frozen-set", help="Labelled real rows (text, label) both models predict."
+    ),
+    force: bool = typer.Option(False, help="Promote even when not proven better (needs --reason)."),
+    reason: str | None = typer.Option(None, help="Why a forced promotion is right; recorded with the decision."),
+    samples: int = typer.Option(1000, min=100, help="Bootstrap resamples of the frozen set."),
+    confidence: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence of the interval."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """Serve the challenger only when its macro-F1 beats the champion's beyond a bootstrap interval.
+
+    Then reload the server: `kill -HUP <gunicorn master pid>` (new workers load the new LATEST).
+    """
+    import json
+
+    from peru_sentiment.export.promote import promote as run_promotion
+
+    decision = run_promotion(
+        challenger,
+        serving,
+        frozen_set,
+        force=force,
+        reason=reason,
+        samples=samples,
+        confidence=confidence,
+        seed=seed,
+    )
+    typer.echo(json.dumps(decision, ensure_ascii=False))
+    if not decision["promoted"]:
+        raise SystemExit(1)
+
+
+@app.command()
 def profile(
     name: str = typer.Argument(..., help="smoke, cpu (the default) or gpu: a file in configs/profiles/."),
     params_file: Path = ParamsOption,
@@ -440,6 +523,91 @@ def profile(
 
     changed = apply_profile(name, params_file)
     typer.echo(f"profile {name}: {len(changed)} value(s) changed" + (f" ({', '.join(changed)})" if changed else ""))
+
+
+store_app = typer.Typer(help="The scored-feedback store: migrations and retention.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+def _configured_store_url(store_url: str | None) -> str:
+    url = _store_settings(store_url).store_url
+    if url is None:
+        raise PipelineError("no store is configured; set store_url in configs/serve.yaml or pass --store-url")
+    return url
+
+
+@store_app.command("upgrade")
+def store_upgrade(store_url: str | None = StoreUrlOption) -> None:
+    """Create the store's tables or migrate them to this version (the server also does this at start)."""
+    from peru_sentiment.store.database import create_store_engine, upgrade
+
+    engine = create_store_engine(_configured_store_url(store_url))
+    typer.echo(f"store {engine.url.render_as_string()} at migration {upgrade(engine)}")
+
+
+@store_app.command("cleanup")
+def store_cleanup(
+    store_url: str | None = StoreUrlOption,
+    retention_days: int | None = typer.Option(
+        None, min=1, help="Delete predictions received longer ago; default: store_retention_days of the server."
+    ),
+) -> None:
+    """Delete the predictions older than the retention period."""
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.retention import delete_older_than
+
+    settings = _store_settings(store_url)
+    days = retention_days or settings.store_retention_days
+    deleted = delete_older_than(open_store(_configured_store_url(store_url), migrate=False), days)
+    typer.echo(f"deleted {deleted} prediction(s) received more than {days} day(s) ago")
+
+
+review_app = typer.Typer(
+    help="The review loop: queue unsure predictions, export people's labels.", no_args_is_help=True
+)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("queue")
+def review_queue(
+    store_url: str | None = StoreUrlOption,
+    day: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="Day (UTC) to choose from; default today."),
+    budget: int = typer.Option(100, min=1, help="Least sure predictions to queue for that day, shared by region."),
+    stars_budget: int = typer.Option(50, min=0, help="Predictions contradicting their stars to queue, by region."),
+    params_file: Path = ParamsOption,
+) -> None:
+    """Queue the day's least sure predictions (smallest top-two margin) and those that contradict
+    their stars (thresholds: ingest.stars in params.yaml) for review on /review."""
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.records import utc_now
+    from peru_sentiment.store.review import queue_low_margin, queue_star_disagreements
+
+    stars = load_params(params_file).ingest.stars
+    chosen_day = (day or utc_now()).date()
+    engine = open_store(_configured_store_url(store_url))
+    unsure = queue_low_margin(engine, chosen_day, budget)
+    contradicting = queue_star_disagreements(engine, chosen_day, stars_budget, stars.negative_max, stars.positive_min)
+    typer.echo(f"queued {unsure} unsure and {contradicting} star-contradicting prediction(s) of {chosen_day}")
+
+
+@review_app.command("export")
+def review_export(
+    out: Path = typer.Option(..., help="CSV file to write (e.g. data/external/reviewed.csv)."),
+    role: str = typer.Option("train", help="train (joins the training data) or external (held-out evaluation)."),
+    name: str = typer.Option("reviewed", help="Source name for params.yaml ingest.sources."),
+    store_url: str | None = StoreUrlOption,
+) -> None:
+    """Write the reviewed labels as a file `ingest` reads, and print its ingest.sources entry for params.yaml."""
+    import yaml
+
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.review import export_reviews, ingest_source
+
+    if role not in ("train", "external"):
+        raise PipelineError(f"--role must be train or external, not {role!r}")
+    rows = export_reviews(open_store(_configured_store_url(store_url), migrate=False), out)
+    typer.echo(f"wrote {rows} reviewed label(s) to {out}; add this to ingest.sources in params.yaml:")
+    typer.echo(yaml.safe_dump([ingest_source(name, out, role)], sort_keys=False, allow_unicode=True))
 
 
 monitoring_app = typer.Typer(help="Dashboards and alert rules as code, and a local Prometheus.", no_args_is_help=True)

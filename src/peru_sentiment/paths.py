@@ -30,6 +30,7 @@ PROCESSED = Path("data/processed")
 PRETRAINED = Path("models/pretrained")
 TRAINED = Path("models/trained")
 EXPORT = Path("models/export")
+SERVING = Path("models/serving")  # the promoted bundles (peru-sentiment promote); not a DVC output
 
 SWEEP = Path("experiments/sweep")
 BEST_HPARAMS = Path("experiments/best_hparams.json")

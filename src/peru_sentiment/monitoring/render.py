@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from peru_sentiment.monitoring.business import business_dashboard_json
 from peru_sentiment.monitoring.config import MonitoringConfig, Windows
 from peru_sentiment.monitoring.dashboards import build_dashboards, dashboard_expressions, render_dashboard
 from peru_sentiment.monitoring.rules import alerts, recording_rules, render_rules
@@ -25,6 +26,7 @@ def render_files(config: MonitoringConfig, windows: Windows) -> dict[Path, str]:
     files = {RULES_PATH: render_rules(config, windows)}
     for stem, model in build_dashboards(config).items():
         files[DASHBOARDS_DIR / f"{stem}.json"] = render_dashboard(model)
+    files[DASHBOARDS_DIR / "customer-feedback-store.json"] = render_dashboard(business_dashboard_json())
     return files
 
 

@@ -6,6 +6,7 @@ Routes live in :mod:`peru_sentiment.serving.routes`, error answers in
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 
@@ -16,9 +17,12 @@ from peru_sentiment.regions import load_regions, region_names
 from peru_sentiment.serving.errors import register_error_handlers
 from peru_sentiment.serving.metrics import ServiceMetrics
 from peru_sentiment.serving.openapi import openapi_document
+from peru_sentiment.serving.review import review
 from peru_sentiment.serving.routes import EXTENSION, ApiState, api
 from peru_sentiment.serving.service import PredictionService
 from peru_sentiment.serving.settings import ServeSettings, load_settings
+from peru_sentiment.store.database import open_store
+from peru_sentiment.store.writer import PredictionWriter
 
 
 def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None = None) -> Flask:
@@ -32,6 +36,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
     )
     metrics = ServiceMetrics(region_names(load_regions(settings.regions_file)))
     metrics.set_model(bundle.version, bundle.checkpoint, bundle.training_distribution)
+    store = _store_writer(settings)
     service = PredictionService(
         bundle,
         micro_batch_size=settings.micro_batch_size,
@@ -39,6 +44,8 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         timeout_s=settings.request_timeout_s,
         metrics=metrics,
         model_threads=settings.model_threads,
+        store=store,
+        store_text=settings.store_text,
     )
     if settings.warmup:
         threading.Thread(target=service.warm_up, name="warm-up", daemon=True).start()
@@ -58,6 +65,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         explain_slots=threading.BoundedSemaphore(settings.max_concurrent_explains),
     )
     app.register_blueprint(api)
+    app.register_blueprint(review)
     register_error_handlers(app)
     served = app.wsgi_app
 
@@ -67,6 +75,24 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
 
     app.wsgi_app = counted
     return app
+
+
+def _store_writer(settings: ServeSettings) -> PredictionWriter | None:
+    """The store's writer (the database migrated to this version), or None without a store.
+
+    Under gunicorn, the master migrates before forking (serve/gunicorn.conf.py) and
+    ``worker_exit`` drains the writer; elsewhere (``flask run``, tests) an exit hook does.
+    """
+    if settings.store_url is None:
+        return None
+    writer = PredictionWriter(
+        open_store(settings.store_url),
+        queue_size=settings.store_queue_size,
+        batch_rows=settings.store_batch_rows,
+        submit_timeout_s=settings.request_timeout_s,
+    )
+    atexit.register(writer.close)
+    return writer
 
 
 def _model_description(bundle: ModelBundle, settings: ServeSettings) -> dict:

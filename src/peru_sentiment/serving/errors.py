@@ -15,6 +15,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from peru_sentiment.serving.batcher import BatcherClosed
+from peru_sentiment.store.writer import StoreBusy
 
 log = logging.getLogger(__name__)
 
@@ -99,4 +100,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(FutureTimeout, _unavailable)
     app.register_error_handler(BatcherClosed, _unavailable)
+    app.register_error_handler(StoreBusy, _unavailable)
     app.register_error_handler(Exception, _internal)

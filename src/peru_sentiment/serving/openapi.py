@@ -50,7 +50,12 @@ def openapi_document(settings: ServeSettings) -> dict:
             "/v1/predict": {
                 "post": {
                     "summary": "Sentiment of one text or a batch",
+                    "description": (
+                        "With the same X-Request-ID, a retried request is stored once (1-128 letters, digits, "
+                        ".:_-); without it the server makes one and returns it in the X-Request-ID header."
+                    ),
                     "security": security,
+                    "parameters": [{"name": "X-Request-ID", "in": "header", "schema": {"type": "string"}}],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": one_or_many}}},
                     "responses": {"200": _json("PredictResponse", "Predictions in item order"), **client_errors},
                 }
@@ -72,6 +77,26 @@ def openapi_document(settings: ServeSettings) -> dict:
                     "summary": "The served model: version, labels, training label mix, preprocessing, metrics",
                     "security": security,
                     "responses": {"200": _status("Model metadata"), **_errors(401)},
+                }
+            },
+            "/v1/review/items": {
+                "get": {
+                    "summary": "The next predictions to label (masked text, model label and confidence)",
+                    "security": security,
+                    "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 50}}],
+                    "responses": {"200": _status("labels and items"), **_errors(401, 404, 422)},
+                },
+                "post": {
+                    "summary": "Record a person's label for a queued prediction",
+                    "security": security,
+                    "requestBody": {"required": True, **_status('{"id": prediction id, "label": one of the labels}')},
+                    "responses": {"200": _status("The recorded label"), **_errors(401, 404, 422)},
+                },
+            },
+            "/review": {
+                "get": {
+                    "summary": "The review page (HTML); it asks for the API key and labels with keys 1/2/3",
+                    "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}},
                 }
             },
             "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": _status("Alive")}}},

@@ -4,7 +4,8 @@ Files are read and written in chunks, so memory stays flat however large the
 input. A row whose text is missing or empty is kept with an ``error`` and no
 label; nothing is dropped. The output is written to a temporary file beside the
 target and renamed when every row is done: a failed run leaves an existing
-output untouched and no partial file.
+output untouched and no partial file. With a store, the predicted rows are
+stored too (masked text, region, channel, language, scores).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,10 @@ from tqdm import tqdm
 
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export.bundle import ModelBundle
+from peru_sentiment.store.records import prediction_rows, utc_now
+from peru_sentiment.store.writer import PredictionWriter
 from peru_sentiment.tables import count_rows, read_table_chunks, table_format
+from peru_sentiment.text.language import LanguageDetector
 from peru_sentiment.text.normalize import has_lone_surrogate, is_blank
 from peru_sentiment.text.prepare import prepare_text
 
@@ -35,9 +40,14 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> pd.DataFrame:
     """`frame` plus ``label``, ``probability_<label>`` columns and ``error`` (empty when fine)."""
+    return _predict(bundle, frame, text_column)[0]
+
+
+def _predict(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`predict_frame`'s result and the prepared (masked) texts."""
     prepared, errors = prepare_frame(frame, text_column)
     valid = np.flatnonzero(errors == "")
-    return with_predictions(frame, bundle.labels, errors, bundle.predict_proba([prepared[i] for i in valid]))
+    return with_predictions(frame, bundle.labels, errors, bundle.predict_proba([prepared[i] for i in valid])), prepared
 
 
 def check_text_column(frame: pd.DataFrame, text_column: str) -> None:
@@ -69,6 +79,46 @@ def with_predictions(
         result[f"probability_{label}"] = probabilities[:, index]
     result["error"] = errors
     return result
+
+
+def _store_rows(
+    bundle: ModelBundle,
+    detector: LanguageDetector,
+    result: pd.DataFrame,
+    prepared: list[str],
+    request_id: str,
+    first_row: int,
+    store_text: bool,
+) -> list[dict]:
+    """The predicted rows of one chunk as store rows, numbered by their position in the file."""
+    valid = np.flatnonzero(result["error"].to_numpy() == "")
+    if not len(valid):
+        return []
+    texts = [prepared[i] for i in valid]
+    chosen = result.iloc[valid]
+
+    def column(name: str) -> list:
+        return chosen[name].tolist() if name in chosen.columns else [None] * len(valid)
+
+    now = utc_now()
+    return prediction_rows(
+        request_id=request_id,
+        source="file",
+        model_version=bundle.version,
+        labels=bundle.labels,
+        probabilities=chosen[[f"probability_{label}" for label in bundle.labels]].to_numpy(),
+        texts=texts,
+        item_ids=[str(value) if value is not None else None for value in column("feedback_id")],
+        regions=column("region"),
+        channels=column("channel"),
+        languages=detector.detect(texts),
+        written_at=column("timestamp"),
+        stars=column("stars"),
+        received_at=now,
+        scored_at=now,
+        store_text=store_text,
+        positions=[first_row + int(i) for i in valid],
+    )
 
 
 def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -177,15 +227,48 @@ def predict_file(
     progress: bool = True,
     encoding: str = "utf-8",
     escape_formulas: bool = True,
+    store: PredictionWriter | None = None,
+    store_text: bool = True,
+    request_id: str | None = None,
 ) -> dict:
     """Predict every row of `source` into `output`; returns counts (rows, predicted, errors by reason, labels).
 
     ``encoding`` is the input's (CSV, JSON Lines); the output is UTF-8. With ``escape_formulas``
     a CSV output neutralises cells a spreadsheet would run (:func:`neutralize_formulas`).
+    With a `store`, every predicted row is also stored under ids ``<request_id>:<row number>``
+    (a new id per run unless given: a rerun with the same id adds nothing twice).
     """
     total = check_paths(source, output, encoding)
-    results = (predict_frame(bundle, chunk, text_column) for chunk in read_table_chunks(source, chunk_rows, encoding))
+    chunks = read_table_chunks(source, chunk_rows, encoding)
+    if store is None:
+        results = (predict_frame(bundle, chunk, text_column) for chunk in chunks)
+    else:
+        results = _predicted_and_stored(bundle, chunks, text_column, store, store_text, request_id or uuid.uuid4().hex)
     return write_predictions(results, source, output, bundle.labels, escape_formulas, total if progress else False)
+
+
+def _predicted_and_stored(
+    bundle: ModelBundle,
+    chunks: Iterable[pd.DataFrame],
+    text_column: str,
+    store: PredictionWriter,
+    store_text: bool,
+    request_id: str,
+) -> Iterator[pd.DataFrame]:
+    """:func:`predict_frame` chunk by chunk, each chunk's predicted rows also sent to the store.
+
+    The store is flushed after the last chunk, before the output file is committed.
+    """
+    detector = LanguageDetector(
+        bundle.preprocessing["detect_languages"], bundle.preprocessing["min_language_confidence"]
+    )
+    first_row = 0
+    for chunk in chunks:
+        result, prepared = _predict(bundle, chunk, text_column)
+        store.submit(_store_rows(bundle, detector, result, prepared, request_id, first_row, store_text))
+        first_row += len(result)
+        yield result
+    store.flush()
 
 
 def check_paths(source: Path, output: Path, encoding: str) -> int | None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import threading
 import time
+import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import IO
@@ -26,6 +28,9 @@ from peru_sentiment.serving.schemas import ExplainRequest, FeedbackItem, Predict
 from peru_sentiment.serving.service import EmptyAfterCleaning, PredictionService
 from peru_sentiment.serving.settings import EXTENSION, ServeSettings
 
+# A client's id for a request: a retry with the same id is not stored twice (see peru_sentiment.store).
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 ATTENTION_DECIMALS = 4  # attention weights in the JSON: enough to draw them, a third of the bytes of full floats
 _READ_SIZE = 64 * 1024
 
@@ -146,11 +151,26 @@ def predict() -> Response:
     items = body.items if isinstance(body, PredictBatch) else [body]
     if len(items) > state.settings.max_items:
         raise ApiError(422, "too_many_items", f"at most {state.settings.max_items} items per request; split the batch")
+    request_id = _request_id()
     try:
-        results = state.service.predict(items)
+        results = state.service.predict(items, request_id)
     except EmptyAfterCleaning as error:
         raise ApiError(422, "validation_error", str(error)) from None
-    return jsonify({"model_version": state.bundle.version, "predictions": results})
+    response = jsonify({"model_version": state.bundle.version, "predictions": results})
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def _request_id() -> str:
+    """The client's X-Request-ID (checked: it becomes a database key), or a new one."""
+    supplied = request.headers.get(REQUEST_ID_HEADER)
+    if supplied is None:
+        return uuid.uuid4().hex
+    if not REQUEST_ID_PATTERN.fullmatch(supplied):
+        raise ApiError(
+            422, "validation_error", f"{REQUEST_ID_HEADER} must be 1-128 letters, digits or . _ : - (e.g. a UUID)"
+        )
+    return supplied
 
 
 @api.post("/v1/explain")

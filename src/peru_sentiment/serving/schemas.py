@@ -52,6 +52,7 @@ class FeedbackItem(BaseModel):
     )
     timestamp: UnicodeText | None = Field(None, max_length=64, description="When it was written, ISO 8601.")
     language: UnicodeText | None = Field(None, max_length=16, description="Declared language, if known.")
+    stars: int | None = Field(None, ge=1, le=5, description="The review's star rating (1-5), if it has one.")
 
     @field_validator("timestamp")
     @classmethod

@@ -2,7 +2,8 @@
 
 The path is the pipeline's own: ``prepare_text`` (normalise, mask personal
 data), language detection with the bundle's settings, then the exported model
-through the micro-batcher. Nothing here keeps or logs the text.
+through the micro-batcher. Nothing here logs the text; with a store, the masked
+text and the scores go to its writer (off the request path).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 
 from peru_sentiment.export.bundle import ModelBundle
 from peru_sentiment.serving.batcher import MicroBatcher
 from peru_sentiment.serving.metrics import PredictionRecord, ServiceMetrics
 from peru_sentiment.serving.schemas import ExplainRequest, FeedbackItem
+from peru_sentiment.store.records import prediction_rows, utc_now
+from peru_sentiment.store.writer import PredictionWriter
 from peru_sentiment.text.language import LanguageDetector
 from peru_sentiment.text.normalize import is_blank
 from peru_sentiment.text.prepare import prepare_text
@@ -36,8 +40,11 @@ class PredictionService:
         timeout_s: float,
         metrics: ServiceMetrics,
         model_threads: int = 1,
+        store: PredictionWriter | None = None,
+        store_text: bool = True,
     ):
         self.bundle, self.metrics, self.timeout_s = bundle, metrics, timeout_s
+        self.store, self.store_text = store, store_text
         self.detector = LanguageDetector(
             bundle.preprocessing["detect_languages"], bundle.preprocessing["min_language_confidence"]
         )
@@ -81,8 +88,13 @@ class PredictionService:
             raise EmptyAfterCleaning(f"item(s) {empty} contain no visible text")
         return texts
 
-    def predict(self, items: list[FeedbackItem]) -> list[dict]:
-        """One result per item, in order; the metrics count each by label, region, channel and language."""
+    def predict(self, items: list[FeedbackItem], request_id: str | None = None) -> list[dict]:
+        """One result per item, in order; the metrics count each by label, region, channel and language.
+
+        With a store, the items are queued for it under ``request_id`` before this returns
+        (:class:`~peru_sentiment.store.writer.StoreBusy` when its queue stays full).
+        """
+        received_at = utc_now()
         texts = self.prepare(items)
         languages = self.detector.detect(texts)
         probabilities = self.batcher.submit(texts, timeout=self.timeout_s)
@@ -100,7 +112,30 @@ class PredictionService:
             PredictionRecord(result["label"], float(row.max()), item.region, item.channel, language, len(text))
             for result, row, item, language, text in zip(results, probabilities, items, languages, texts, strict=True)
         )
+        if self.store is not None:
+            self.store.submit(
+                prediction_rows(
+                    request_id=request_id or uuid.uuid4().hex,
+                    source="api",
+                    model_version=self.bundle.version,
+                    labels=labels,
+                    probabilities=probabilities,
+                    texts=texts,
+                    item_ids=[item.id for item in items],
+                    regions=[item.region for item in items],
+                    channels=[item.channel for item in items],
+                    languages=languages,
+                    written_at=[item.timestamp for item in items],
+                    stars=[item.stars for item in items],
+                    received_at=received_at,
+                    scored_at=utc_now(),
+                    store_text=self.store_text,
+                )
+            )
         return results
 
     def close(self) -> None:
+        """Finish the queued batches, then write every queued prediction to the store."""
         self.batcher.close()
+        if self.store is not None:
+            self.store.close()

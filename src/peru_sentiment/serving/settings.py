@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from peru_sentiment.errors import ConfigError
+from peru_sentiment.store.database import parse_store_url
 
 # The key under which the app keeps its state in Flask's `app.extensions` (read by the routes and
 # gunicorn's hooks; defined here, away from the model code, so the gunicorn master need not import TensorFlow).
@@ -46,6 +47,24 @@ class ServeSettings(BaseSettings):
     max_attention_chars: int = Field(ge=0)
     # When set, /v1/* requires it; set it with SENTIMENT_API_KEY rather than in a file.
     api_key: SecretStr | None = None
+    # The scored-feedback store (peru_sentiment.store): a database URL, or empty for no store.
+    store_url: str | None
+    store_text: bool
+    store_queue_size: int = Field(gt=0)
+    store_batch_rows: int = Field(gt=0)
+    store_retention_days: int = Field(gt=0)
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        """A malformed URL stops the server at start, not at its first write."""
+        if value is None or not value.strip():
+            return None
+        try:
+            parse_store_url(value)
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @field_validator("api_key")
     @classmethod
