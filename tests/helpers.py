@@ -102,7 +102,7 @@ def run_predict(bundle: Path, source: Path, output: Path, *options: str):
     """`peru-sentiment predict` on a file through the CLI, without a progress bar; the typer result."""
     from typer.testing import CliRunner
 
-    from peru_sentiment.cli import app
+    from peru_sentiment.cli.main import app
 
     command = ["predict", "--model", str(bundle), "--input", str(source), "--output", str(output), "--no-progress"]
     return CliRunner().invoke(app, [*command, *options])

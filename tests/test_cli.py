@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from helpers import ROOT, run_command
-from peru_sentiment.cli import app
+from peru_sentiment.cli.main import app
 
 STAGES = ("generate", "ingest", "preprocess", "split")
 
@@ -111,7 +111,7 @@ def test_profile_of_a_missing_params_file_is_one_line_error(tmp_path):
         [
             sys.executable,
             "-c",
-            "from peru_sentiment.cli import run; run()",
+            "from peru_sentiment.cli.main import run; run()",
             "profile",
             "smoke",
             "--params",

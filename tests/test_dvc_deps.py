@@ -1,8 +1,9 @@
 """dvc.yaml's code deps are exact: every project module a stage runs is covered by the stage's deps.
 
 The modules a stage runs are found statically (``ast``): its command function in
-``cli.py`` (and ``cli.py`` itself), then every project module those import,
-transitively, whether the import sits at the top of a module or inside a function.
+``cli/stages.py`` (and that module, the console-script entry ``cli/main.py``),
+then every project module those import, transitively, whether the import sits at
+the top of a module or inside a function.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from helpers import ROOT
 
 PACKAGE = "peru_sentiment"
 SOURCE = ROOT / "src"
-CLI_MODULE = f"{PACKAGE}.cli"
+CLI_ENTRY = f"{PACKAGE}.cli.main"  # the console script: the app with every command module registered
+STAGE_COMMANDS = f"{PACKAGE}.cli.stages"  # the command of every DVC stage
+TOOL_COMMANDS = f"{PACKAGE}.cli.tools"  # the other commands: registered by the entry, never run by a stage
 # Modules of pipeline stages: the server must import none of them (it loads an export bundle).
 STAGE_PACKAGES = ("data", "training", "evaluation", "report")
 STAGE_MODULES = (f"{PACKAGE}.model.pretrained", f"{PACKAGE}.model.embedded_e5")
@@ -68,23 +71,27 @@ def closure(modules: set[str]) -> set[str]:
 
 
 def command_function(command: str) -> ast.FunctionDef:
-    """The function in cli.py behind ``peru-sentiment <command>``."""
-    for node in ast.parse(module_file(CLI_MODULE).read_text(encoding="utf-8")).body:
+    """The function in cli/stages.py behind ``peru-sentiment <command>``."""
+    for node in ast.parse(module_file(STAGE_COMMANDS).read_text(encoding="utf-8")).body:
         if isinstance(node, ast.FunctionDef) and node.name == command.replace("-", "_"):
             return node
-    raise AssertionError(f"cli.py has no command {command!r}")
+    raise AssertionError(f"cli/stages.py has no command {command!r}: every DVC stage's command lives there")
 
 
 def stage_modules(cmd: str) -> set[str]:
-    """The project modules a stage's command runs: cli.py, its top-level imports, the command's own imports.
+    """The project modules a stage's command runs: the entry and cli/stages.py, their top-level imports, and
+    the command's own imports.
 
-    The other commands' imports in cli.py do not count: they run only with their command.
+    The other stage commands' imports do not count: they run only with their command. Nor does the tool
+    commands' module: the entry imports it to register its commands, none of which a stage runs.
     """
     program, command = cmd.split()[:2]
     assert program == "peru-sentiment", f"unexpected stage command {cmd!r}"
-    cli = ast.parse(module_file(CLI_MODULE).read_text(encoding="utf-8"))
-    names = imported_names(cli, CLI_MODULE, nested=False) | imported_names(command_function(command), CLI_MODULE)
-    return {CLI_MODULE} | closure({name for name in names if module_file(name)})
+    names = imported_names(command_function(command), STAGE_COMMANDS)
+    for module in (CLI_ENTRY, STAGE_COMMANDS):
+        names |= imported_names(ast.parse(module_file(module).read_text(encoding="utf-8")), module, nested=False)
+    names -= {STAGE_COMMANDS, TOOL_COMMANDS}
+    return {CLI_ENTRY, STAGE_COMMANDS} | closure({name for name in names if module_file(name)})
 
 
 def relative(path: Path) -> str:
@@ -140,8 +147,8 @@ def test_deps_point_at_files_that_exist_or_that_a_stage_writes():
 
 def test_the_check_sees_a_removed_dep_and_a_missing_file():
     train = STAGES["train"]
-    without_cli = {**train, "deps": [dep for dep in train["deps"] if dep != "src/peru_sentiment/cli.py"]}
-    assert uncovered_modules(without_cli) == ["src/peru_sentiment/cli.py"]
+    without_cli = {**train, "deps": [dep for dep in train["deps"] if dep != "src/peru_sentiment/cli/stages.py"]}
+    assert uncovered_modules(without_cli) == ["src/peru_sentiment/cli/stages.py"]
     stages = {
         "make": {"cmd": "peru-sentiment split", "outs": ["data/made"]},
         "use": {"cmd": "peru-sentiment train", "deps": ["src/peru_sentiment/nowhere.py", "data/made/x.parquet"]},

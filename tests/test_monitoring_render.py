@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from helpers import ROOT
-from peru_sentiment.cli import app
+from peru_sentiment.cli.main import app
 from peru_sentiment.errors import ConfigError
 from peru_sentiment.monitoring import promql
 from peru_sentiment.monitoring.config import load_monitoring_config

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from peru_sentiment.cli import app
+from peru_sentiment.cli.main import app
 from peru_sentiment.errors import ConfigError
 from peru_sentiment.monitoring import replay as player
 

@@ -12,7 +12,7 @@ import requests
 from typer.testing import CliRunner
 
 from helpers import toy_feedback
-from peru_sentiment.cli import app as cli
+from peru_sentiment.cli.main import app as cli
 from peru_sentiment.errors import ConfigError
 from peru_sentiment.export.bundle import LATEST_FILE, load_bundle, preprocessing_settings, write_bundle
 from peru_sentiment.export.promote import DECISIONS_FILE, promote

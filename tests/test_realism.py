@@ -100,7 +100,7 @@ def test_a_real_set_is_compared_with_the_synthetic_texts_in_its_languages():
 def test_the_realism_stage_writes_valid_empty_metrics_when_nothing_is_imported(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from peru_sentiment.cli import app
+    from peru_sentiment.cli.main import app
 
     root = Path(__file__).resolve().parents[1]
     shutil.copy(root / "params.yaml", tmp_path / "params.yaml")

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 from werkzeug.serving import make_server
 
-from peru_sentiment.cli import app as cli
+from peru_sentiment.cli.main import app as cli
 from peru_sentiment.config import SourceParams
 from peru_sentiment.data.ingest import import_feedback
 from peru_sentiment.export.bundle import load_bundle

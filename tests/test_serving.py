@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from helpers import run_predict, toy_feedback
-from peru_sentiment.cli import app as cli
+from peru_sentiment.cli.main import app as cli
 from peru_sentiment.export.bundle import BundleError, load_bundle
 from peru_sentiment.serving.app import create_app
 from peru_sentiment.serving.batcher import MicroBatcher

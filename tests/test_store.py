@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from helpers import run_predict, toy_feedback
-from peru_sentiment.cli import app as cli
+from peru_sentiment.cli.main import app as cli
 from peru_sentiment.errors import ConfigError
 from peru_sentiment.export.bundle import load_bundle
 from peru_sentiment.schema import LABELS
