@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, clone_checkout, new_fine_tuner, toy_feedback, user_environment
+from helpers import ROOT, clone_checkout, new_fine_tuner, toy_feedback, user_environment, write_tiny_bundle
 from peru_sentiment import paths
 from peru_sentiment.config import Params, load_params, load_yaml
 from peru_sentiment.data import synthetic
@@ -102,18 +102,7 @@ def tiny_trained(tiny_checkpoint, tiny_train_params):
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_trained, tmp_path_factory, params):
     """The tiny classifier exported as a serving bundle (what `peru-sentiment export` writes)."""
-    from peru_sentiment.export.bundle import preprocessing_settings, write_bundle
-
-    return write_bundle(
-        tiny_trained.model,
-        tiny_trained.encoder.tokenizer,
-        tmp_path_factory.mktemp("export") / "tiny-0",
-        labels=tiny_trained.labels,
-        checkpoint="tiny",
-        explain_steps=16,
-        preprocessing=preprocessing_settings(params.preprocess, tiny_trained.encoder, tiny_trained.bucket_lengths),
-        training_distribution={"negative": 0.3, "neutral": 0.2, "positive": 0.5},
-    )
+    return write_tiny_bundle(tiny_trained, tmp_path_factory.mktemp("export") / "tiny-0", params.preprocess)
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,22 @@ def user_environment() -> dict[str, str]:
     return env
 
 
+def write_tiny_bundle(trained, directory: Path, preprocess_params, model=None) -> Path:
+    """Export the tiny trained classifier (or `model`, a variant of it) as a serving bundle in `directory`."""
+    from peru_sentiment.export.bundle import preprocessing_settings, write_bundle
+
+    return write_bundle(
+        model or trained.model,
+        trained.encoder.tokenizer,
+        directory,
+        labels=trained.labels,
+        checkpoint="tiny",
+        explain_steps=16,
+        preprocessing=preprocessing_settings(preprocess_params, trained.encoder, trained.bucket_lengths),
+        training_distribution={"negative": 0.3, "neutral": 0.2, "positive": 0.5},
+    )
+
+
 def run_command(command: list[str], cwd: Path) -> str:
     """Run a command as a user who activated the project's virtualenv; fail the test on a non-zero exit.
 

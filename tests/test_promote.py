@@ -11,10 +11,10 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from helpers import toy_feedback
+from helpers import toy_feedback, write_tiny_bundle
 from peru_sentiment.cli.main import app as cli
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.export.bundle import LATEST_FILE, load_bundle, preprocessing_settings, write_bundle
+from peru_sentiment.export.bundle import LATEST_FILE, load_bundle
 from peru_sentiment.export.promote import DECISIONS_FILE, promote
 
 
@@ -27,15 +27,8 @@ def damaged_bundle(tiny_trained, tmp_path_factory, params):
     assert kernel.shape[-1] == bias.shape[-1] == 3, "the last weights are the 3-class head"
     model.set_weights([*original[:-2], kernel[:, [1, 2, 0]], bias[[1, 2, 0]]])
     try:
-        return write_bundle(
-            model,
-            tiny_trained.encoder.tokenizer,
-            tmp_path_factory.mktemp("damaged") / "tiny-damaged",
-            labels=tiny_trained.labels,
-            checkpoint="tiny",
-            explain_steps=16,
-            preprocessing=preprocessing_settings(params.preprocess, tiny_trained.encoder, tiny_trained.bucket_lengths),
-            training_distribution={"negative": 0.3, "neutral": 0.2, "positive": 0.5},
+        return write_tiny_bundle(
+            tiny_trained, tmp_path_factory.mktemp("damaged") / "tiny-damaged", params.preprocess, model
         )
     finally:
         model.set_weights(original)

@@ -76,17 +76,27 @@ ESCAPE_FORMULAS_HELP = (
 )
 
 
+ModelOption = typer.Option(paths.EXPORT, help="Export bundle, or the export root (latest bundle).")
+InputOption = typer.Option(..., "--input", help="CSV, JSON Lines or Parquet file.")
+TextColumnOption = typer.Option("text", help="Column with the feedback text.")
+OutputOption = typer.Option(..., help="Output file (CSV, JSON Lines or Parquet): the input rows plus predictions.")
+BatchSizeOption = typer.Option(64, min=1, help="Texts per model call.")
+EncodingOption = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252).")
+EscapeFormulasOption = typer.Option(True, help=ESCAPE_FORMULAS_HELP)
+RuntimeOption = typer.Option("auto", help=RUNTIME_HELP)
+
+
 @app.command()
 def predict(
-    model: Path = typer.Option(paths.EXPORT, help="Export bundle, or the export root (latest bundle)."),
-    input_file: Path = typer.Option(..., "--input", help="CSV, JSON Lines or Parquet file."),
-    text_column: str = typer.Option("text", help="Column with the feedback text."),
-    output: Path = typer.Option(..., help="Output file (CSV, JSON Lines or Parquet): the input rows plus predictions."),
+    model: Path = ModelOption,
+    input_file: Path = InputOption,
+    text_column: str = TextColumnOption,
+    output: Path = OutputOption,
     chunk_rows: int = typer.Option(2048, min=1, help="Rows read, predicted and written at a time."),
-    batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
-    encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
-    escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
-    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    batch_size: int = BatchSizeOption,
+    encoding: str = EncodingOption,
+    escape_formulas: bool = EscapeFormulasOption,
+    runtime: str = RuntimeOption,
     store: bool = typer.Option(True, "--store/--no-store", help="Also keep the predictions in the store."),
     store_url: str | None = StoreUrlOption,
     request_id: str | None = typer.Option(
@@ -131,15 +141,15 @@ def predict(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def predict_beam(
     context: typer.Context,
-    model: Path = typer.Option(paths.EXPORT, help="Export bundle, or the export root (latest bundle)."),
-    input_file: Path = typer.Option(..., "--input", help="CSV, JSON Lines or Parquet file."),
-    text_column: str = typer.Option("text", help="Column with the feedback text."),
-    output: Path = typer.Option(..., help="Output file (CSV, JSON Lines or Parquet): the input rows plus predictions."),
+    model: Path = ModelOption,
+    input_file: Path = InputOption,
+    text_column: str = TextColumnOption,
+    output: Path = OutputOption,
     chunk_rows: int = typer.Option(2048, min=1, help="Rows per chunk (the unit of work spread over workers)."),
-    batch_size: int = typer.Option(64, min=1, help="Texts per model call."),
-    encoding: str = typer.Option("utf-8", help="Encoding of a CSV or JSON Lines input (e.g. latin-1, cp1252)."),
-    escape_formulas: bool = typer.Option(True, help=ESCAPE_FORMULAS_HELP),
-    runtime: str = typer.Option("auto", help=RUNTIME_HELP),
+    batch_size: int = BatchSizeOption,
+    encoding: str = EncodingOption,
+    escape_formulas: bool = EscapeFormulasOption,
+    runtime: str = RuntimeOption,
     model_threads: int = typer.Option(None, min=1, help="Fast-model threads per worker (default: all cores)."),
 ) -> None:
     """`predict` on Apache Beam; arguments after the options go to Beam (e.g. --runner, --direct_num_workers).
