@@ -264,7 +264,8 @@ def store_cleanup(
 
 
 review_app = typer.Typer(
-    help="The review loop: queue unsure predictions, export people's labels.", no_args_is_help=True
+    help="The review loop: queue unsure predictions and suspected label errors, export people's labels.",
+    no_args_is_help=True,
 )
 
 
@@ -291,6 +292,35 @@ def review_queue(
     unsure = queue_low_margin(engine, chosen_day, budget)
     contradicting = queue_star_disagreements(engine, chosen_day, stars_budget, stars.negative_max, stars.positive_min)
     typer.echo(f"queued {unsure} unsure and {contradicting} star-contradicting prediction(s) of {chosen_day}")
+
+
+@review_app.command("label-issues")
+def review_label_issues(
+    store_url: str | None = StoreUrlOption,
+    data_dir: Path = typer.Option(paths.PROCESSED, help="Folder of the split stage's files."),
+    split: list[str] = typer.Option(
+        ["train", "validation", "test", "external"], "--split", help="Split files to read (repeatable)."
+    ),
+    source: list[str] = typer.Option([], "--source", help="Only rows of these ingest sources (repeatable)."),
+    folds: int = typer.Option(5, min=2, help="Folds of the out-of-fold probabilities."),
+    seed: int = typer.Option(0, help="Seed of the folds and the TF-IDF model."),
+    budget: int = typer.Option(100, min=1, help="Suspects to queue at most, the least self-confident first."),
+) -> None:
+    """Queue imported rows whose label looks wrong (cleanlab on out-of-fold TF-IDF probabilities) for review,
+    with the given and the suggested label; a rerun queues no row twice."""
+    from peru_sentiment.store.database import open_store
+    from peru_sentiment.store.label_issues import imported_rows, queue_label_issues, suspected_label_errors
+
+    url = _configured_store_url(store_url)
+    if not _store_settings(store_url).store_text:
+        raise PipelineError("the store keeps no texts (store_text is off), so imported rows cannot be reviewed there")
+    rows = imported_rows(data_dir, split, source)
+    suspects = suspected_label_errors(rows, folds, seed)
+    queued = queue_label_issues(open_store(url), suspects, budget)
+    typer.echo(
+        f"{len(suspects)} of {len(rows)} imported label(s) look wrong; queued {queued} new one(s) for review "
+        f"(reason label_issue, at most {budget})"
+    )
 
 
 @review_app.command("export")

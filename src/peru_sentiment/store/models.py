@@ -20,7 +20,7 @@ class Prediction(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(128))
     item_id: Mapped[str | None] = mapped_column(String(128))  # the caller's id of the item, if it sent one
-    source: Mapped[str] = mapped_column(String(16))  # "api" or "file" (the predict command)
+    source: Mapped[str] = mapped_column(String(16))  # "api", "file" (the predict command) or "import" (label issues)
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     scored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     written_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # the customer's timestamp
@@ -30,6 +30,7 @@ class Prediction(Base):
     stars: Mapped[int | None] = mapped_column(Integer)  # the review's 1-5 stars, when it came with them
     text: Mapped[str | None] = mapped_column(Text)  # masked (personal data replaced); None when text storage is off
     label: Mapped[str] = mapped_column(String(16))
+    given_label: Mapped[str | None] = mapped_column(String(16))  # an imported row's own label (see label_issues)
     confidence: Mapped[float] = mapped_column(Float)  # the top probability
     margin: Mapped[float] = mapped_column(Float)  # top minus second probability: small means unsure
     probabilities: Mapped[dict] = mapped_column(JSON)

@@ -63,10 +63,10 @@ def prediction_rows(
     received_at: dt.datetime,
     scored_at: dt.datetime,
     store_text: bool,
-    positions: Sequence[int] | None = None,
+    positions: Sequence[int | str] | None = None,
     stars: Sequence[object] | None = None,
 ) -> list[dict]:
-    """One row per text; ``positions`` (default 0..n-1) number the items within the request or file."""
+    """One row per text; ``positions`` (default 0..n-1) number (or name) the items within the request or file."""
     positions = range(len(texts)) if positions is None else positions
     stars = [None] * len(texts) if stars is None else stars
     rows = []

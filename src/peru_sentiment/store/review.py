@@ -3,7 +3,8 @@
 Low-margin predictions (smallest gap between the top two probabilities) and
 predictions that contradict the review's stars are queued with a budget per
 day, shared evenly between the regions of that day (round robin), so one busy
-region does not take every slot.
+region does not take every slot. Suspected label errors of imported rows
+join the same queue (:mod:`peru_sentiment.store.label_issues`).
 A review is recorded only for a queued prediction and one of the three labels;
 the export is a CSV that the ``ingest`` stage reads as a source (role
 ``train`` or ``external``) with the snippet :func:`ingest_source` gives.
@@ -82,7 +83,8 @@ def _queue(engine: Engine, day: dt.date, budget: int, reason: str, priority, con
 
 
 def pending_reviews(engine: Engine, limit: int = 20) -> list[dict]:
-    """The next items to label: id, masked text, the model's label and confidence, region, channel."""
+    """The next items to label: id, masked text, the model's label and confidence, region, channel, reason and,
+    for an imported row, the label it came with."""
     with engine.connect() as connection:
         rows = connection.execute(
             select(
@@ -93,6 +95,7 @@ def pending_reviews(engine: Engine, limit: int = 20) -> list[dict]:
                 Prediction.region,
                 Prediction.channel,
                 ReviewItem.reason,
+                Prediction.given_label,
             )
             .join(ReviewItem, ReviewItem.prediction_id == Prediction.id)
             .where(ReviewItem.reviewed_at.is_(None))
