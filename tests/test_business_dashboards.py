@@ -19,6 +19,7 @@ from peru_sentiment.serving.app import create_app
 from peru_sentiment.serving.routes import EXTENSION
 from peru_sentiment.serving.settings import load_settings
 from peru_sentiment.store.database import create_store_engine
+from peru_sentiment.store.models import Prediction
 
 REGIONS = ["PE-LIM", "PE-CUS", "PE-PIU"]
 
@@ -46,7 +47,38 @@ def replayed_store(postgres_server, tiny_bundle):
         server.shutdown()
         flask_app.extensions[EXTENSION].close()  # writes the store's queue
     assert report.failed == 0
+    _add_imported_row_queued_for_review(url)
     return url
+
+
+def _add_imported_row_queued_for_review(url: str) -> None:
+    """What `review label-issues` stores: an imported row, not scored feedback; no panel may count it."""
+    when = dt.datetime(2026, 5, 10, tzinfo=dt.UTC)
+    row = {
+        "id": "import:x-1",
+        "request_id": "import",
+        "item_id": "x-1",
+        "source": "import",
+        "received_at": when,
+        "scored_at": when,
+        "written_at": when,
+        "region": "PE-AYA",
+        "channel": "survey",
+        "language": "es",
+        "stars": None,
+        "text": "imported text",
+        "label": "negative",
+        "given_label": "positive",
+        "confidence": 0.9,
+        "margin": 0.8,
+        "probabilities": {"negative": 0.9, "neutral": 0.05, "positive": 0.05},
+        "model_version": "label-issues",
+        "aspects": None,
+    }
+    engine = create_store_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.insert(Prediction), [row])
+    engine.dispose()
 
 
 def test_the_committed_business_dashboard_is_the_rendered_one():
@@ -64,7 +96,7 @@ def test_every_dashboard_query_returns_data_from_the_replayed_store(replayed_sto
     engine = create_store_engine(replayed_store)
     results = {}
     with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT count(*) FROM predictions")).scalar() == 240
+        assert connection.execute(sa.text("SELECT count(*) FROM predictions")).scalar() == 241
         for title, sql in queries:
             rows = connection.execute(sa.text(grafana_sql_stand_ins(sql, start, end, REGIONS[:2]))).all()
             assert rows, f"{title}: no rows"
@@ -77,4 +109,5 @@ def test_every_dashboard_query_returns_data_from_the_replayed_store(replayed_sto
     assert sum(channels.values()) == 160 and set(channels) == {"survey", "app_review", "social_media", "support_chat"}
     latest = results["Latest negative feedback"]
     assert all(row.region in REGIONS[:2] for row in latest) and latest[0].time >= latest[-1].time
+    assert "imported text" not in {row.text for row in latest}, "imported rows are not scored feedback"
     assert sorted(row[0] for row in results["region variable"]) == sorted(REGIONS)

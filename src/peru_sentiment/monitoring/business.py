@@ -25,6 +25,8 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefre
 STORE_DATASOURCE = DataSourceRef(type_val="grafana-postgresql-datasource", uid="feedback-store")
 FEEDBACK_TIME = "coalesce(written_at, received_at)"
 REGIONS = "coalesce(region, 'unknown') IN ($region)"
+# Imported rows queued for review (`review label-issues`) live in the same table but are not scored feedback.
+SCORED = "source <> 'import'"
 
 
 class SqlQuery(cogvariants.Dataquery):
@@ -56,23 +58,23 @@ QUERIES = {
     "Negative share by region and week": f"""
         SELECT date_trunc('week', {FEEDBACK_TIME}) AS time, coalesce(region, 'unknown') AS metric,
                avg(CASE WHEN label = 'negative' THEN 1.0 ELSE 0.0 END) AS value
-        FROM predictions WHERE $__timeFilter({FEEDBACK_TIME}) AND {REGIONS}
+        FROM predictions WHERE {SCORED} AND $__timeFilter({FEEDBACK_TIME}) AND {REGIONS}
         GROUP BY 1, 2 ORDER BY 1, 2""",
     "Sentiment by channel": f"""
         SELECT coalesce(channel, 'unknown') AS channel, count(*) AS feedback,
                avg(CASE WHEN label = 'negative' THEN 1.0 ELSE 0.0 END) AS negative,
                avg(CASE WHEN label = 'neutral' THEN 1.0 ELSE 0.0 END) AS neutral,
                avg(CASE WHEN label = 'positive' THEN 1.0 ELSE 0.0 END) AS positive
-        FROM predictions WHERE $__timeFilter({FEEDBACK_TIME}) AND {REGIONS}
+        FROM predictions WHERE {SCORED} AND $__timeFilter({FEEDBACK_TIME}) AND {REGIONS}
         GROUP BY 1 ORDER BY feedback DESC""",
     "Feedback volume by day and label": f"""
         SELECT date_trunc('day', {FEEDBACK_TIME}) AS time, label AS metric, count(*) AS value
-        FROM predictions WHERE $__timeFilter({FEEDBACK_TIME}) AND {REGIONS}
+        FROM predictions WHERE {SCORED} AND $__timeFilter({FEEDBACK_TIME}) AND {REGIONS}
         GROUP BY 1, 2 ORDER BY 1, 2""",
     "Latest negative feedback": f"""
         SELECT {FEEDBACK_TIME} AS time, coalesce(region, 'unknown') AS region, channel, text,
                round(confidence::numeric, 2) AS confidence
-        FROM predictions WHERE label = 'negative' AND text IS NOT NULL
+        FROM predictions WHERE {SCORED} AND label = 'negative' AND text IS NOT NULL
           AND $__timeFilter({FEEDBACK_TIME}) AND {REGIONS}
         ORDER BY {FEEDBACK_TIME} DESC LIMIT 100""",
 }
@@ -82,7 +84,7 @@ DESCRIPTIONS = {
     "Feedback volume by day and label": "How much feedback arrived per day, split by predicted label.",
     "Latest negative feedback": "The newest negative feedback of the chosen regions; personal data is masked.",
 }
-REGION_VARIABLE_SQL = "SELECT DISTINCT coalesce(region, 'unknown') FROM predictions ORDER BY 1"
+REGION_VARIABLE_SQL = f"SELECT DISTINCT coalesce(region, 'unknown') FROM predictions WHERE {SCORED} ORDER BY 1"
 
 
 def build_business_dashboard() -> dashboard.Dashboard:
