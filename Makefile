@@ -19,8 +19,10 @@ SYSTEM_PACKAGES := prometheus chromium nginx postgresql
 
 .PHONY: setup system-deps repro test lint format serve lab clean
 
+# A changed pin reinstalls into the existing virtualenv; it is created only once, so a
+# `python3` other than the one that made it cannot half-rewrite it.
 $(STAMP): pyproject.toml requirements/constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
 	touch $(STAMP)
