@@ -109,6 +109,7 @@ def aspect_trained(tiny_checkpoint, tiny_train_params):
 def test_multi_task_training_learns_aspects_and_the_saved_model_predicts_the_same(aspect_trained, tmp_path):
     predictor, history = aspect_trained
     assert {"val_macro_f1", "val_aspects_loss", "macro_f1"} <= set(history)
+    assert not {"logits_macro_f1", "val_logits_accuracy"} & set(history)  # renamed to the single-head names
     assert max(history["val_macro_f1"]) > 0.8
     assert history["aspects_loss"][-1] < 0.7 * history["aspects_loss"][0]
 

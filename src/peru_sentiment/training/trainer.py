@@ -88,9 +88,9 @@ def masked_aspect_loss(y_true, y_pred):
 
 
 class OverallMetricNames(keras.callbacks.Callback):
-    """With two outputs Keras prefixes the overall head's metrics (``val_logits_macro_f1``); this logs them
-    under their single-output names too (``val_macro_f1``, schema.MONITOR), for early stopping, the sweep and
-    dvclive. It must come before the callbacks that read them."""
+    """With two outputs Keras prefixes the overall head's metrics (``val_logits_macro_f1``); this renames them
+    back to their single-output names (``val_macro_f1``, schema.MONITOR) for early stopping, the sweep, dvclive
+    and the report. It must come before the callbacks that read them."""
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -98,7 +98,7 @@ class OverallMetricNames(keras.callbacks.Callback):
                 for name in ("accuracy", "macro_f1"):
                     key = f"{prefix}{OVERALL_OUTPUT}_{name}"
                     if key in logs:
-                        logs[f"{prefix}{name}"] = logs[key]
+                        logs[f"{prefix}{name}"] = logs.pop(key)
 
 
 def compile_classifier(model: keras.Model, params: TrainParams, total_steps: int) -> None:
