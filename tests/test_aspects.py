@@ -216,3 +216,35 @@ def test_the_sweep_scores_trials_of_the_multi_task_classifier_by_overall_macro_f
     )
     table, _ = sweep.summarize(tuner, params, tmp_path / "sweep")
     assert (table["status"] == "COMPLETED").all() and table["val_macro_f1"].between(0, 1).all()
+
+
+def test_the_export_bundle_serves_and_verifies_the_aspect_heads_in_both_runtimes(aspect_trained, params, tmp_path):
+    pytest.importorskip("openvino")
+    from peru_sentiment.export.bundle import export_trained_model, load_bundle, verify_bundle
+
+    predictor, _ = aspect_trained
+    validation = toy_aspect_feedback(90, seed=2)
+    settings = params.export.model_copy(update={"fast_precision": "f32"})
+    summary = export_trained_model(
+        predictor,
+        params.model_copy(update={"export": settings}),
+        tmp_path,
+        training_labels=validation["label"],
+        validation=validation,
+        checkpoint="tiny",
+        extra_files={},
+    )
+    assert summary["max_difference"] <= settings.tolerance  # class and aspect probabilities
+    gate = verify_bundle(load_bundle(summary["path"]).directory)["fast_model"]
+    assert gate["aspect_flip_rate"] <= settings.fast_max_flip_rate
+
+    texts = toy_aspect_feedback(30, seed=5)["text"].tolist()
+    classes, aspects = predictor.predict_with_aspects(texts)
+    for runtime in ("tensorflow", "fast"):
+        bundle = load_bundle(summary["path"], runtime=runtime)
+        assert bundle.aspects == TOY_ASPECTS
+        exported_classes, exported_aspects = bundle.predict_with_aspects(texts)
+        np.testing.assert_allclose(exported_aspects, aspects, atol=1e-4, err_msg=runtime)
+        np.testing.assert_allclose(exported_classes, classes, atol=1e-4, err_msg=runtime)
+        np.testing.assert_allclose(bundle.predict_proba(texts), classes, atol=1e-4, err_msg=runtime)
+    assert bundle.explain(texts[0])["label"] == predictor.predict(texts[:1])[0]

@@ -158,6 +158,19 @@ def make_dataset(
     return dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def join_outputs(probabilities: np.ndarray, aspect_probabilities: np.ndarray) -> np.ndarray:
+    """One row per text: the class probabilities, then the aspect probabilities flattened (aspect-major).
+
+    Batch functions return this so the one inference path (``predict_texts``) carries both heads.
+    """
+    return np.concatenate([probabilities, aspect_probabilities.reshape(len(aspect_probabilities), -1)], axis=1)
+
+
+def split_outputs(rows: np.ndarray, labels: int, aspects: int) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities, aspect probabilities of shape (texts, aspects, polarities)) of joined rows."""
+    return rows[:, :labels], rows[:, labels:].reshape(len(rows), aspects, len(ASPECT_POLARITIES))
+
+
 def predict_in_length_order(
     predict: Callable[[dict[str, np.ndarray]], np.ndarray],
     ids: Sequence[Sequence[int]],

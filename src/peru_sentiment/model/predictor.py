@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from peru_sentiment.errors import ConfigError
-from peru_sentiment.model.inputs import TextEncoder, predict_texts
+from peru_sentiment.model.inputs import TextEncoder, join_outputs, predict_texts, split_outputs
 from peru_sentiment.schema import ASPECT_POLARITIES, LABELS
 
 MODEL_FILE = "model.keras"
@@ -60,9 +60,7 @@ class SentimentPredictor:
 
             def both(inputs):
                 outputs = model(inputs, training=False)
-                aspect_probabilities = tf.nn.softmax(outputs[ASPECT_OUTPUT])
-                flat = tf.reshape(aspect_probabilities, [-1, len(self.aspects) * len(ASPECT_POLARITIES)])
-                return tf.concat([tf.nn.softmax(outputs[OVERALL_OUTPUT]), flat], axis=1)
+                return tf.nn.softmax(outputs[OVERALL_OUTPUT]), tf.nn.softmax(outputs[ASPECT_OUTPUT])
 
             self._both = tf.function(both, reduce_retracing=True)
 
@@ -84,9 +82,14 @@ class SentimentPredictor:
         if not self.aspects:
             raise ConfigError("this model has no aspect heads; train it with train.aspects.enabled: true")
         width = len(self.labels) + len(self.aspects) * len(ASPECT_POLARITIES)
-        combined = predict_texts(lambda batch: self._both(batch).numpy(), self.encoder, texts, self.batch_size, width)
-        classes = combined[:, : len(self.labels)]
-        return classes, combined[:, len(self.labels) :].reshape(len(texts), len(self.aspects), len(ASPECT_POLARITIES))
+        rows = predict_texts(
+            lambda batch: join_outputs(*(output.numpy() for output in self._both(batch))),
+            self.encoder,
+            texts,
+            self.batch_size,
+            width,
+        )
+        return split_outputs(rows, len(self.labels), len(self.aspects))
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
