@@ -248,3 +248,62 @@ def test_the_export_bundle_serves_and_verifies_the_aspect_heads_in_both_runtimes
         np.testing.assert_allclose(exported_classes, classes, atol=1e-4, err_msg=runtime)
         np.testing.assert_allclose(bundle.predict_proba(texts), classes, atol=1e-4, err_msg=runtime)
     assert bundle.explain(texts[0])["label"] == predictor.predict(texts[:1])[0]
+
+
+@pytest.fixture(scope="module")
+def aspect_client(aspect_trained, params, tmp_path_factory):
+    from helpers import write_tiny_bundle
+    from peru_sentiment.export.bundle import load_bundle
+    from peru_sentiment.serving.app import create_app
+    from peru_sentiment.serving.routes import EXTENSION
+    from peru_sentiment.serving.settings import load_settings
+
+    predictor, _ = aspect_trained
+    directory = write_tiny_bundle(predictor, tmp_path_factory.mktemp("export") / "aspects-0", params.preprocess)
+    bundle = load_bundle(directory)
+    flask_app = create_app(load_settings(model_dir=directory, max_items=8, warmup=False), bundle)
+    yield flask_app.test_client(), bundle
+    flask_app.extensions[EXTENSION].close()
+
+
+def test_predict_returns_the_detected_aspects_unless_turned_off(aspect_client):
+    from peru_sentiment.text.prepare import prepare_text
+
+    client, bundle = aspect_client
+    texts = toy_aspect_feedback(6, seed=7)["text"].tolist()
+    body = client.post("/v1/predict", json={"items": [{"text": text} for text in texts]}).get_json()
+    _, aspects = bundle.predict_with_aspects([prepare_text(text)[0] for text in texts])
+    for prediction, probabilities in zip(body["predictions"], aspects, strict=True):
+        expected = [
+            {"aspect": name, "polarity": ASPECT_POLARITIES[row.argmax()], "confidence": round(float(row.max()), 6)}
+            for name, row in zip(TOY_ASPECTS, probabilities, strict=True)
+            if row.argmax() != 0
+        ]
+        assert prediction["aspects"] == expected
+    assert any(prediction["aspects"] for prediction in body["predictions"])
+
+    one = client.post("/v1/predict", json={"text": texts[0], "aspects": False}).get_json()["predictions"][0]
+    assert "aspects" not in one and set(one["probabilities"]) == {"negative", "neutral", "positive"}
+    both = f"{ASPECT_WORDS['delivery_time']} {ASPECT_WORDS['food_quality']} pésimo"
+    narrowed = client.post("/v1/predict", json={"text": both, "aspects": ["food_quality"]}).get_json()
+    assert [found["aspect"] for found in narrowed["predictions"][0]["aspects"]] == ["food_quality"]
+    assert client.get("/v1/model").get_json()["aspects"] == list(TOY_ASPECTS)
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    assert "aspects" in schemas["PredictOne"]["properties"] and "aspects" in schemas["Prediction"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("aspects", "message"),
+    [
+        (["weather"], "unknown aspects"),  # no such aspect at all
+        (["courier"], "no aspect heads for ['courier']"),  # an aspect this model has no head for
+        ("yes", "validation"),
+    ],
+)
+def test_an_unknown_aspect_in_a_request_is_a_422(aspect_client, aspects, message):
+    client, _ = aspect_client
+    for body in ({"text": "pésimo", "aspects": aspects}, {"items": [{"text": "pésimo"}], "aspects": aspects}):
+        response = client.post("/v1/predict", json=body)
+        assert response.status_code == 422
+        error = response.get_json()["error"]
+        assert error["type"] == "validation_error" and message in json.dumps(error)
