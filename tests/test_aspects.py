@@ -307,3 +307,33 @@ def test_an_unknown_aspect_in_a_request_is_a_422(aspect_client, aspects, message
         assert response.status_code == 422
         error = response.get_json()["error"]
         assert error["type"] == "validation_error" and message in json.dumps(error)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_the_predict_command_adds_each_aspects_polarity_and_confidence(aspect_client, tmp_path, suffix):
+    from helpers import run_predict
+    from peru_sentiment.text.prepare import prepare_text
+
+    _, bundle = aspect_client
+    source = toy_aspect_feedback(12, seed=9)[["feedback_id", "text"]]
+    source.loc[3, "text"] = ""  # kept, with an error and no prediction
+    path = tmp_path / f"in{suffix}"
+    source.to_csv(path, index=False) if suffix == ".csv" else source.to_parquet(path)
+    result = run_predict(bundle.directory, path, tmp_path / f"out{suffix}")
+    assert result.exit_code == 0, result.output
+    output = pd.read_csv(tmp_path / "out.csv") if suffix == ".csv" else pd.read_parquet(tmp_path / "out.parquet")
+    valid = [i for i in range(12) if i != 3]
+    _, aspects = bundle.predict_with_aspects([prepare_text(text)[0] for text in source["text"].iloc[valid]])
+    for index, aspect in enumerate(TOY_ASPECTS):
+        polarity, confidence = output[f"aspect_{aspect}_polarity"], output[f"aspect_{aspect}_confidence"]
+        ids = aspects[:, index].argmax(axis=1)
+        expected = [ASPECT_POLARITIES[i] if i else None for i in ids]
+        assert [None if pd.isna(value) else value for value in polarity.iloc[valid]] == expected
+        detected = ids > 0
+        assert detected.any() and not detected.all()
+        np.testing.assert_allclose(
+            confidence.iloc[valid].to_numpy()[detected], aspects[:, index].max(axis=1)[detected], atol=1e-6
+        )
+        assert confidence.iloc[valid].isna().to_numpy()[~detected].all()
+        assert pd.isna(polarity.iloc[3]) and pd.isna(confidence.iloc[3])
+    assert output["error"].fillna("").iloc[3] != ""
