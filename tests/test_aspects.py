@@ -236,7 +236,7 @@ def test_the_export_bundle_serves_and_verifies_the_aspect_heads_in_both_runtimes
     )
     assert summary["max_difference"] <= settings.tolerance  # class and aspect probabilities
     gate = verify_bundle(load_bundle(summary["path"]).directory)["fast_model"]
-    assert gate["aspect_flip_rate"] <= settings.fast_max_flip_rate
+    assert gate["aspect_flip_rate"] <= settings.fast_max_aspect_flip_rate
 
     texts = toy_aspect_feedback(30, seed=5)["text"].tolist()
     classes, aspects = predictor.predict_with_aspects(texts)
@@ -337,3 +337,36 @@ def test_the_predict_command_adds_each_aspects_polarity_and_confidence(aspect_cl
         assert confidence.iloc[valid].isna().to_numpy()[~detected].all()
         assert pd.isna(polarity.iloc[3]) and pd.isna(confidence.iloc[3])
     assert output["error"].fillna("").iloc[3] != ""
+
+
+def test_the_fast_model_gate_limits_changed_aspect_polarities(tiny_checkpoint):
+    from peru_sentiment.errors import DataError
+    from peru_sentiment.export.fast_runtime import accuracy_gate
+    from peru_sentiment.model.checkpoints import load_tokenizer
+    from peru_sentiment.model.inputs import TextEncoder, join_outputs
+
+    def model(second_aspect: int):
+        def batch_function(batch):
+            rows = len(batch["token_ids"])
+            aspects = np.eye(4, dtype=np.float32)[[1, second_aspect]]  # delivery_time negative; food_quality varies
+            return join_outputs(np.tile([0.7, 0.2, 0.1], (rows, 1)), np.tile(aspects, (rows, 1, 1)))
+
+        return batch_function
+
+    frame = toy_feedback(20, seed=1)
+    common = {
+        "texts": frame["text"].tolist(),
+        "true_labels": frame["label"].tolist(),
+        "labels": ("negative", "neutral", "positive"),
+        "bucket_lengths": [8, 16, 32],
+        "max_f1_change": 0.01,
+        "max_flip_rate": 0.01,
+        "aspects": 2,
+    }
+    encoder = TextEncoder(load_tokenizer(str(tiny_checkpoint)), 32)
+    same = accuracy_gate(model(0), model(0), encoder, max_aspect_flip_rate=0.02, **common)
+    assert same["label_flip_rate"] == 0 and same["aspect_flip_rate"] == 0
+    # food_quality goes from absent to positive on every text: half of the (text, aspect) cells change
+    assert accuracy_gate(model(0), model(3), encoder, max_aspect_flip_rate=0.6, **common)["aspect_flip_rate"] == 0.5
+    with pytest.raises(DataError, match=r"aspect polarities on 50\.00% \(limit 2%\)"):
+        accuracy_gate(model(0), model(3), encoder, max_aspect_flip_rate=0.02, **common)

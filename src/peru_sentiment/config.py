@@ -395,6 +395,8 @@ class ExportParams(_Strict):
     fast_precision: Literal["bf16", "f32"]  # OpenVINO inference precision hint
     fast_max_f1_change: float = Field(ge=0)  # largest validation macro-F1 change allowed vs float32
     fast_max_flip_rate: float = Field(ge=0, le=1)  # largest share of validation labels allowed to change
+    # largest share of validation (text, aspect) polarities allowed to change (models with aspect heads)
+    fast_max_aspect_flip_rate: float = Field(default=0.02, ge=0, le=1)
 
 
 class Params(BaseModel):

@@ -447,6 +447,7 @@ def export_trained_model(
             max_f1_change=settings.fast_max_f1_change,
             max_flip_rate=settings.fast_max_flip_rate,
             aspects=len(predictor.aspects),
+            max_aspect_flip_rate=settings.fast_max_aspect_flip_rate,
         )
         return {"runtime": settings.fast_runtime, "precision": settings.fast_precision, **figures}
 
