@@ -58,6 +58,7 @@ def time_training(classifier, encoded, *, bucket_lengths, pad_to_bucket, steps, 
         shuffle_seed=0,
         pad_to_bucket=pad_to_bucket,
         drop_remainder=True,
+        aspect_ids=encoded.aspects,
     ).repeat()
     model = classifier.model
     compile_classifier(model, classifier.params, total_steps=10_000)
@@ -70,7 +71,7 @@ def time_training(classifier, encoded, *, bucket_lengths, pad_to_bucket, steps, 
     for repeat in range(repeats):
         chunk = timed[repeat * steps : (repeat + 1) * steps]
         tokens = sum(int(np.sum(inputs["padding_mask"])) for inputs, _ in chunk)
-        examples = sum(int(targets.shape[0]) for _, targets in chunk)
+        examples = sum(int(inputs["token_ids"].shape[0]) for inputs, _ in chunk)
         start = time.perf_counter()
         for inputs, targets in chunk:
             model.train_on_batch(inputs, targets)
@@ -94,7 +95,7 @@ def main() -> None:
 
     from peru_sentiment.config import load_params
     from peru_sentiment.model.inputs import bucket_lengths_for
-    from peru_sentiment.training.trainer import FineTuner, encode_split, set_global_training_state
+    from peru_sentiment.training.trainer import FineTuner, set_global_training_state
 
     params = load_params(args.params)
     overrides = {"batch_size": args.batch_size, "mixed_precision": args.mixed_precision}
@@ -119,7 +120,7 @@ def main() -> None:
     for name, (lengths, pad_to_bucket) in modes.items():
         set_global_training_state(train_params)
         classifier = FineTuner(params.model.checkpoint, train_params, params.model.text_prefix)
-        encoded = encode_split(frame, classifier.encoder)
+        encoded = classifier.encode(frame)
         examples, tokens = time_training(
             classifier,
             encoded,

@@ -81,6 +81,8 @@ def tiny_train_params(params):
             "jit_compile": False,
             "freeze_word_embeddings": False,
             "early_stopping_patience": 4,
+            # the single-head classifier; tests/test_aspects.py switches the aspect heads on
+            "aspects": params.train.aspects.model_copy(update={"enabled": False}),
         }
     )
 

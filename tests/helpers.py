@@ -62,10 +62,11 @@ def write_tiny_bundle(trained, directory: Path, preprocess_params, model=None) -
     from peru_sentiment.export.bundle import preprocessing_settings, write_bundle
 
     return write_bundle(
-        model or trained.model,
+        model or trained.network,
         trained.encoder.tokenizer,
         directory,
         labels=trained.labels,
+        aspects=trained.aspects,
         checkpoint="tiny",
         explain_steps=16,
         preprocessing=preprocessing_settings(preprocess_params, trained.encoder, trained.bucket_lengths),

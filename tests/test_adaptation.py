@@ -251,6 +251,7 @@ class KeywordPredictor:
     """Stands in for a trained model: sure of sentiment words and of "pedí", torn on "hola" (leaning negative)."""
 
     labels = LABELS
+    aspects = ()  # no aspect heads
     PROBABILITIES: ClassVar = {
         "pésimo": [0.9, 0.05, 0.05],
         "bacán": [0.05, 0.05, 0.9],

@@ -30,6 +30,10 @@ def test_repository_params_are_valid(params):
         (lambda p: p["generate"]["words"].pop("survey"), "generate.words needs a length"),
         (lambda p: p["generate"]["styles"].update(implicit=0.9), "statement style probabilities"),
         (lambda p: p["split"].update(test=1.5), "split.test"),
+        (
+            lambda p: p["train"]["aspects"]["names"].append("weather"),
+            "train.aspects.names: Value error, unknown aspects",
+        ),
     ],
 )
 def test_invalid_params_name_the_field(tmp_path, change, message):

@@ -262,6 +262,24 @@ class Hyperparameters(_Strict):
     max_length: int = Field(ge=8)
 
 
+class AspectParams(_Strict):
+    """The multi-task aspect heads: per aspect, absent / negative / neutral / positive from the pooled vector."""
+
+    enabled: bool = False  # off: the classifier is the single overall head, as before the aspect heads
+    loss_weight: float = Field(default=1.0, ge=0)  # total loss = overall loss + loss_weight * aspect loss
+    names: list[str] = Field(default=list(SERVICE_ASPECTS), min_length=1)  # the aspects with a head, in this order
+
+    @field_validator("names")
+    @classmethod
+    def _names_known(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in SERVICE_ASPECTS]
+        if unknown:
+            raise ValueError(f"unknown aspects {unknown}; use some of {', '.join(SERVICE_ASPECTS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("aspect names must be unique")
+        return value
+
+
 class TrainParams(Hyperparameters):
     seed: int
     epochs: int = Field(ge=1)
@@ -276,6 +294,7 @@ class TrainParams(Hyperparameters):
     freeze_word_embeddings: bool
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"]
     distribution: Literal["default", "mirrored"]
+    aspects: AspectParams = AspectParams()
 
     def with_hyperparameters(self, values: dict) -> TrainParams:
         """These parameters with the given hyperparameters (e.g. the sweep's best) replacing the defaults."""
@@ -376,6 +395,8 @@ class ExportParams(_Strict):
     fast_precision: Literal["bf16", "f32"]  # OpenVINO inference precision hint
     fast_max_f1_change: float = Field(ge=0)  # largest validation macro-F1 change allowed vs float32
     fast_max_flip_rate: float = Field(ge=0, le=1)  # largest share of validation labels allowed to change
+    # largest share of validation (text, aspect) polarities allowed to change (models with aspect heads)
+    fast_max_aspect_flip_rate: float = Field(default=0.02, ge=0, le=1)
 
 
 class Params(BaseModel):

@@ -19,6 +19,9 @@ ASPECTS: tuple[str, ...] = (
 # The aspects of the service itself; "other" is an opinion about something else
 # (football, weather, traffic) that off-topic posts express.
 SERVICE_ASPECTS: tuple[str, ...] = ASPECTS[:-1]
+# What an aspect head predicts for each aspect of a text: not mentioned, or mentioned with a polarity.
+# The class id of a ground-truth polarity p (-1, 0, 1) is p + 2; a missing value (not mentioned) is 0.
+ASPECT_POLARITIES: tuple[str, ...] = ("absent", "negative", "neutral", "positive")
 CHANNELS: tuple[str, ...] = ("survey", "app_review", "social_media", "support_chat")
 # Kinds of synthetic text that hold no opinion on any aspect (labelled neutral).
 NO_OPINION_KINDS: tuple[str, ...] = ("question", "request", "order_status", "promotion", "news", "chit_chat")

@@ -16,7 +16,8 @@ from peru_sentiment.config import EvaluateParams
 from peru_sentiment.errors import DataError
 from peru_sentiment.evaluation.baselines import run_baselines
 from peru_sentiment.evaluation.label_shift import LabelShift
-from peru_sentiment.evaluation.metrics import breakdown, calibration, classification_metrics
+from peru_sentiment.evaluation.metrics import aspect_metrics, breakdown, calibration, classification_metrics
+from peru_sentiment.model.inputs import aspect_targets
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.schema import LABEL_TO_ID, LABELS
 
@@ -64,7 +65,15 @@ def evaluate_model(
     the model was trained with class-balanced weights (its training prior).
     """
     log.info("scoring the model on %d test texts", len(splits["test"]))
-    test_result, test_predictions = score_split(predictor, splits["test"], params)
+    test = splits["test"]
+    if predictor.aspects:
+        probabilities, aspect_probabilities = predictor.predict_with_aspects(test["text"].tolist())
+        test_result, test_predictions = score_split(predictor, test, params, probabilities)
+        test_result["aspects"] = aspect_metrics(
+            aspect_targets(test, predictor.aspects), aspect_probabilities.argmax(axis=2), predictor.aspects
+        )
+    else:
+        test_result, test_predictions = score_split(predictor, test, params)
     log.info("training and scoring the baselines")
     baselines = {
         name: classification_metrics(splits["test"]["label"], predicted)
@@ -81,6 +90,16 @@ def evaluate_model(
             **{f"{name}_macro_f1": result["macro_f1"] for name, result in baselines.items()},
         }
     }
+    if "aspects" in test_result:
+        aspects = test_result["aspects"]
+        headline["test"]["aspects"] = {
+            "rows": aspects["rows"],
+            "detection_micro_precision": aspects["detection"]["precision"],
+            "detection_micro_recall": aspects["detection"]["recall"],
+            "detection_micro_f1": aspects["detection"]["f1"],
+            "polarity_macro_f1": aspects["polarity"]["macro_f1"],
+            "detection_f1": {name: scores["f1"] for name, scores in aspects["per_aspect"].items()},
+        }
     external = splits.get("external")
     if external is not None and len(external):
         label_shift = label_shift_model(predictor, splits, params, class_balanced)

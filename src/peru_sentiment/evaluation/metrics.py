@@ -79,3 +79,49 @@ def breakdown(frame: pd.DataFrame, column: str, y_true: Sequence[str], y_pred: S
             ),
         }
     return result
+
+
+def aspect_metrics(truth: np.ndarray, predicted: np.ndarray, aspects: Sequence[str]) -> dict:
+    """Aspect detection and polarity scores of the aspect heads on the rows with aspect truth.
+
+    `truth` and `predicted` are (rows, aspects) class ids over ``ASPECT_POLARITIES`` (0 = absent);
+    rows whose truth is -1 (no aspect truth: imported real feedback) are left out. An aspect is
+    detected when its predicted id is not absent. Detection precision/recall/F1 are micro over all
+    (row, aspect) cells and per aspect; polarity (negative, neutral, positive) macro-F1 counts the
+    cells both truly present and detected, over the polarities that occur there.
+    """
+    has_truth = (np.asarray(truth) >= 0).all(axis=1)
+    truth, predicted = np.asarray(truth)[has_truth], np.asarray(predicted)[has_truth]
+    result: dict = {"rows": int(has_truth.sum()), "detection": _detection(truth > 0, predicted > 0)}
+    result["polarity"] = _polarity(truth, predicted)
+    result["per_aspect"] = {
+        aspect: {
+            "present": int((truth[:, index] > 0).sum()),
+            "detected": int((predicted[:, index] > 0).sum()),
+            **_detection(truth[:, index] > 0, predicted[:, index] > 0),
+            "polarity": _polarity(truth[:, index], predicted[:, index]),
+        }
+        for index, aspect in enumerate(aspects)
+    }
+    return result
+
+
+def _detection(present: np.ndarray, detected: np.ndarray) -> dict:
+    true_positives = int((present & detected).sum())
+    precision = true_positives / int(detected.sum()) if detected.any() else 0.0
+    recall = true_positives / int(present.sum()) if present.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def _polarity(truth: np.ndarray, predicted: np.ndarray) -> dict:
+    both = (truth > 0) & (predicted > 0)
+    true_polarity, predicted_polarity = truth[both], predicted[both]
+    occurring = sorted(set(true_polarity.tolist()) | set(predicted_polarity.tolist()))
+    macro_f1 = (
+        f1_score(true_polarity, predicted_polarity, labels=occurring, average="macro", zero_division=0)
+        if occurring
+        else 0.0
+    )
+    accuracy = float((true_polarity == predicted_polarity).mean()) if both.any() else 0.0
+    return {"cells": int(both.sum()), "macro_f1": float(macro_f1), "accuracy": accuracy}

@@ -316,7 +316,7 @@ def trained_weights(model_dir: Path) -> list[np.ndarray]:
 
     if not model_dir.is_dir():
         raise ConfigError(f"no trained model at {model_dir}; run `dvc repro train` first or leave out --trained")
-    return SentimentPredictor.load(model_dir).model.get_weights()
+    return SentimentPredictor.load(model_dir).network.get_weights()  # both heads, as BertLearner.set_state takes them
 
 
 def run_transfer_experiment(

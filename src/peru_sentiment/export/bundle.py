@@ -3,11 +3,12 @@
 ``models/export/<version>/`` holds
 
 - ``saved_model/``: a TF SavedModel with the endpoints ``serve`` (token ids and padding
-  mask -> class probabilities) and ``explain`` (one text -> attention per layer and
-  head, integrated gradients; ``explain.explanation_function``); no Keras, KerasHub
+  mask -> class probabilities, and with aspect heads the aspect probabilities) and
+  ``explain`` (one text -> attention per layer and head, integrated gradients of the
+  overall label; ``explain.explanation_function``); no Keras, KerasHub
   or training code is needed to run it;
-- ``tokenizer.json``: the Rust tokenizer; ``model.json``: the label order, the
-  pooling, the backbone checkpoint, the integrated-gradients steps;
+- ``tokenizer.json``: the Rust tokenizer; ``model.json``: the label order, the aspect
+  names and polarities, the pooling, the backbone checkpoint, the integrated-gradients steps;
 - ``preprocessing.json``: what is done to a raw text before tokenization (the
   package's ``prepare_text``), the text prefix, the maximum length, language detection;
 - ``training_distribution.json``: the label shares of the training split, the
@@ -32,7 +33,7 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,16 +46,21 @@ from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.explain.attention import pooling_of
 from peru_sentiment.explain.explain import explain_encoded, explanation_function, explanation_signature
 from peru_sentiment.export.fast_runtime import (
+    ASPECT_PROBABILITIES,
     FAST_MODEL_DIR,
+    PROBABILITIES,
     RUNTIMES,
     FastModel,
     accuracy_gate,
     convert_saved_model,
+    serve_rows,
 )
 from peru_sentiment.metadata import write_json
-from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, predict_texts
+from peru_sentiment.model.classifier import ASPECT_OUTPUT, OVERALL_OUTPUT, head_model
+from peru_sentiment.model.inputs import TextEncoder, bucket_lengths_for, join_outputs, predict_texts, split_outputs
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.paths import PRETRAINED
+from peru_sentiment.schema import ASPECT_POLARITIES
 from peru_sentiment.text.prepare import inference_settings
 
 log = logging.getLogger(__name__)
@@ -105,8 +111,11 @@ def preprocessing_settings(params: PreprocessParams, encoder: TextEncoder, bucke
     }
 
 
-def write_saved_model(model, directory: Path, explain_steps: int) -> None:
+def write_saved_model(model, directory: Path, explain_steps: int, aspects: bool = False) -> None:
     """Write the classifier as a SavedModel with the endpoints ``serve`` and ``explain``.
+
+    With `aspects` the model has aspect heads and ``serve`` also returns ``aspect_probabilities``
+    (batch, aspects, polarities); ``explain`` explains the overall label.
 
     A plain ``tf.Module`` rather than ``keras.export.ExportArchive``: with Keras 3.15 the
     archive stores every variable twice (a 0.9 GB bundle for e5-small instead of 0.45 GB).
@@ -117,12 +126,21 @@ def write_saved_model(model, directory: Path, explain_steps: int) -> None:
         "token_ids": tf.TensorSpec([None, None], tf.int32, name="token_ids"),
         "padding_mask": tf.TensorSpec([None, None], tf.int32, name="padding_mask"),
     }
+
+    def serve(batch):
+        outputs = model(batch, training=False)
+        if not aspects:
+            return {PROBABILITIES: tf.nn.softmax(outputs)}
+        return {
+            PROBABILITIES: tf.nn.softmax(outputs[OVERALL_OUTPUT]),
+            ASPECT_PROBABILITIES: tf.nn.softmax(outputs[ASPECT_OUTPUT]),
+        }
+
     module = tf.Module()
     module.model = model
-    module.serve = tf.function(
-        lambda batch: {"probabilities": tf.nn.softmax(model(batch, training=False))}, input_signature=[inputs]
-    )
-    module.explain = tf.function(explanation_function(model, explain_steps), input_signature=explanation_signature())
+    module.serve = tf.function(serve, input_signature=[inputs])
+    overall = head_model(model, OVERALL_OUTPUT)
+    module.explain = tf.function(explanation_function(overall, explain_steps), input_signature=explanation_signature())
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
 
 
@@ -136,10 +154,13 @@ def write_bundle(
     explain_steps: int,
     preprocessing: Mapping,
     training_distribution: Mapping[str, float],
+    aspects: Sequence[str] = (),
     extra_files: Mapping[str, Path] | None = None,
     fast_model_check: Callable[[Path, Path], dict] | None = None,
 ) -> Path:
     """Write a bundle into `directory` (replaced if present) and return it.
+
+    `model` is the classifier as built: with `aspects` (the names of its aspect heads) both outputs.
 
     The files go to a temporary sibling first, and the manifest is written last,
     so an interrupted export never leaves a bundle that verifies. With
@@ -151,7 +172,7 @@ def write_bundle(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        fast_model = _write_models(model, staging, explain_steps, fast_model_check)
+        fast_model = _write_models(model, staging, explain_steps, bool(aspects), fast_model_check)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -160,7 +181,9 @@ def write_bundle(
         staging / MODEL_FILE,
         {
             "labels": list(labels),
-            "pooling": pooling_of(model),
+            "aspects": list(aspects),
+            "aspect_polarities": list(ASPECT_POLARITIES) if aspects else [],
+            "pooling": pooling_of(head_model(model, OVERALL_OUTPUT)),
             "checkpoint": checkpoint,
             "explain_steps": explain_steps,
         },
@@ -185,8 +208,8 @@ def write_bundle(
     return directory
 
 
-def _write_models(model, staging: Path, explain_steps: int, fast_model_check) -> dict | None:
-    write_saved_model(model, staging / SAVED_MODEL_DIR, explain_steps)
+def _write_models(model, staging: Path, explain_steps: int, aspects: bool, fast_model_check) -> dict | None:
+    write_saved_model(model, staging / SAVED_MODEL_DIR, explain_steps, aspects)
     if fast_model_check is None:
         return None
     convert_saved_model(staging / SAVED_MODEL_DIR, staging / FAST_MODEL_DIR)
@@ -235,7 +258,7 @@ def verify_bundle(directory: Path) -> dict:
 
 @dataclass
 class ModelBundle:
-    """A verified bundle, loaded: prepared texts in, class probabilities or an explanation out."""
+    """A verified bundle, loaded: prepared texts in, class (and aspect) probabilities or an explanation out."""
 
     directory: Path
     version: str
@@ -247,6 +270,7 @@ class ModelBundle:
     encoder: TextEncoder
     batch_size: int = 64
     fast_model: FastModel | None = None  # predictions go through it when present
+    aspects: tuple[str, ...] = ()  # the aspect heads' names; () for a model without them
     _saved_model: object = None
     _saved_model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -265,20 +289,42 @@ class ModelBundle:
             return self._saved_model
 
     def _probabilities(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Class probabilities, then any aspect probabilities (``fast_runtime.serve_rows``)."""
         if self.fast_model is not None:
             return self.fast_model(batch)
-        return self.endpoints.serve(batch)["probabilities"].numpy()
+        return serve_rows(self.endpoints.serve(batch))
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities of prepared texts (``prepare_text``), columns in ``labels`` order."""
+    @property
+    def row_width(self) -> int:
+        """Columns of a :meth:`predict_rows` row: the labels, then the aspects' polarities."""
+        return len(self.labels) + len(self.aspects) * len(ASPECT_POLARITIES)
+
+    def predict_rows(self, texts: list[str]) -> np.ndarray:
+        """Everything the model predicts for prepared texts (``prepare_text``), one row per text, in one pass:
+        the class probabilities in ``labels`` order, then (with aspect heads) the aspect probabilities
+        (``split_rows`` takes them apart)."""
         return predict_texts(
             self._probabilities,
             self.encoder,
             texts,
             self.batch_size,
-            len(self.labels),
+            self.row_width,
             self.preprocessing["bucket_lengths"],
         )
+
+    def split_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(class probabilities, aspect probabilities (texts, aspects, polarities) or None without aspect heads)."""
+        if not self.aspects:
+            return rows, None
+        return split_outputs(rows, len(self.labels), len(self.aspects))
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities of prepared texts (``prepare_text``), columns in ``labels`` order."""
+        return self.split_rows(self.predict_rows(texts))[0]
+
+    def predict_with_aspects(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and aspect probabilities (None without aspect heads) of prepared texts."""
+        return self.split_rows(self.predict_rows(texts))
 
     def explain(self, text: str) -> dict:
         """Attention, rollout and integrated gradients of one prepared text (``explain.explain_encoded``)."""
@@ -327,6 +373,7 @@ def load_bundle(
         encoder=encoder,
         batch_size=batch_size,
         fast_model=fast_model,
+        aspects=tuple(about.get("aspects", ())),  # bundles exported before the aspect heads have none
     )
     if fast_model is None:
         bundle.endpoints  # noqa: B018  (the SavedModel predicts: load it now, not on the first request)
@@ -378,8 +425,8 @@ def export_trained_model(
 
     With ``export.fast_runtime`` the fast model must pass the accuracy gate on the whole
     `validation` split (``text``, ``label``). The bundle is loaded back and must reproduce
-    the trained model's probabilities on the first ``export.verify_rows`` validation texts
-    within ``export.tolerance`` through the SavedModel.
+    the trained model's probabilities (class and aspect) on the first ``export.verify_rows``
+    validation texts within ``export.tolerance`` through the SavedModel.
     """
     settings = params.export
     bucket_lengths = bucket_lengths_for(predictor.encoder.max_length, predictor.bucket_lengths)
@@ -390,7 +437,7 @@ def export_trained_model(
         saved_model = tf.saved_model.load(str(saved_model_dir))
         log.info("fast-model accuracy gate on %d validation texts", len(validation))
         figures = accuracy_gate(
-            lambda batch: saved_model.serve(batch)["probabilities"].numpy(),
+            lambda batch: serve_rows(saved_model.serve(batch)),
             FastModel(fast_model_dir, settings.fast_precision),
             predictor.encoder,
             texts=validation["text"].tolist(),
@@ -399,15 +446,18 @@ def export_trained_model(
             bucket_lengths=bucket_lengths,
             max_f1_change=settings.fast_max_f1_change,
             max_flip_rate=settings.fast_max_flip_rate,
+            aspects=len(predictor.aspects),
+            max_aspect_flip_rate=settings.fast_max_aspect_flip_rate,
         )
         return {"runtime": settings.fast_runtime, "precision": settings.fast_precision, **figures}
 
-    version = f"{settings.name}-{weights_digest(predictor.model.get_weights())[:12]}"
+    version = f"{settings.name}-{weights_digest(predictor.network.get_weights())[:12]}"
     bundle_dir = write_bundle(
-        predictor.model,
+        predictor.network,
         predictor.encoder.tokenizer,
         out_root / version,
         labels=predictor.labels,
+        aspects=predictor.aspects,
         checkpoint=checkpoint,
         explain_steps=params.export.explain_steps,
         preprocessing=preprocessing_settings(params.preprocess, predictor.encoder, predictor.bucket_lengths),
@@ -416,8 +466,11 @@ def export_trained_model(
         fast_model_check=check_fast_model if settings.fast_runtime != "none" else None,
     )
     texts = validation["text"].tolist()[: settings.verify_rows]
-    exported = load_bundle(bundle_dir, runtime="tensorflow").predict_proba(texts)
-    difference = float(np.abs(exported - predictor.predict_proba(texts)).max())
+    exported = load_bundle(bundle_dir, runtime="tensorflow").predict_rows(texts)
+    trained = (
+        join_outputs(*predictor.predict_with_aspects(texts)) if predictor.aspects else predictor.predict_proba(texts)
+    )
+    difference = float(np.abs(exported - trained).max())
     if difference > params.export.tolerance:
         raise DataError(
             f"the exported model differs from the trained one by {difference:.2e} "

@@ -9,27 +9,41 @@ precision is a compile-time hint, so a CPU without bf16 runs it in float32.
 
 The export stage refuses a fast model whose validation macro-F1 differs from the
 float32 SavedModel's by more than ``export.fast_max_f1_change`` or that changes
-more than ``export.fast_max_flip_rate`` of the predicted labels.
+more than ``export.fast_max_flip_rate`` of the predicted labels (or, with aspect
+heads, ``export.fast_max_aspect_flip_rate`` of the predicted aspect polarities:
+the graph carries both heads).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import f1_score
 
 from peru_sentiment.errors import DataError
-from peru_sentiment.model.inputs import TextEncoder, predict_texts
+from peru_sentiment.model.inputs import TextEncoder, join_outputs, predict_texts, split_outputs
+from peru_sentiment.schema import ASPECT_POLARITIES
 
 log = logging.getLogger(__name__)
 
 FAST_MODEL_DIR = "openvino"
 FAST_MODEL_FILE = "model.xml"
 RUNTIMES = ("auto", "tensorflow", "fast")  # what a loader may ask for: fast when present, or one of them
+# The outputs of the bundle's ``serve`` signature; the second only with aspect heads.
+PROBABILITIES = "probabilities"
+ASPECT_PROBABILITIES = "aspect_probabilities"
+
+
+def serve_rows(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The ``serve`` outputs as one row per text: class probabilities, then any aspect probabilities."""
+    arrays = {name: np.asarray(value, dtype=np.float32) for name, value in outputs.items()}
+    if ASPECT_PROBABILITIES not in arrays:
+        return arrays[PROBABILITIES]
+    return join_outputs(arrays[PROBABILITIES], arrays[ASPECT_PROBABILITIES])
 
 
 def convert_saved_model(saved_model_dir: Path, out_dir: Path) -> Path:
@@ -45,7 +59,8 @@ def convert_saved_model(saved_model_dir: Path, out_dir: Path) -> Path:
 
 
 class FastModel:
-    """The OpenVINO model compiled for this CPU: a batch of token ids and masks in, probabilities out.
+    """The OpenVINO model compiled for this CPU: a batch of token ids and masks in, probabilities out
+    (``serve_rows``: the class probabilities, then the aspect probabilities of a model with aspect heads).
 
     Thread-safe: each calling thread gets its own inference request. By default one batch at a
     time runs on all cores (``predict``); with `model_threads` that many batches run at once, one
@@ -62,12 +77,16 @@ class FastModel:
         self.compiled = ov.Core().compile_model(str(model_dir / FAST_MODEL_FILE), "CPU", config)
         self._local = threading.local()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def outputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The ``serve`` signature's outputs by name (``probabilities``, and ``aspect_probabilities`` if any)."""
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        outputs = request.infer({"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"]})
-        return np.array(outputs[0], dtype=np.float32)
+        results = request.infer({"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"]})
+        return {port.get_any_name(): np.array(value, dtype=np.float32) for port, value in results.items()}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return serve_rows(self.outputs(batch))
 
 
 def accuracy_gate(
@@ -82,17 +101,28 @@ def accuracy_gate(
     max_f1_change: float,
     max_flip_rate: float,
     batch_size: int = 64,
+    aspects: int = 0,
+    max_aspect_flip_rate: float = 0.0,
 ) -> dict:
-    """Validation macro-F1 of both models and the share of changed labels; raises DataError past the limits."""
+    """Validation macro-F1 of both models and the share of changed labels; raises DataError past the limits.
+
+    With `aspects` (the number of aspect heads) both batch functions return joined rows
+    (``inputs.join_outputs``) and the share of changed (text, aspect) polarities must stay within
+    `max_aspect_flip_rate`.
+    """
     if not texts:
         raise DataError("the fast-model accuracy gate needs validation texts; the validation split is empty")
     label_names = np.asarray(labels, dtype=object)
+    width = len(labels) + aspects * len(ASPECT_POLARITIES)
 
-    def predicted(batch_function) -> np.ndarray:
-        probabilities = predict_texts(batch_function, encoder, list(texts), batch_size, len(labels), bucket_lengths)
-        return label_names[probabilities.argmax(axis=1)]
+    def predicted(batch_function) -> tuple[np.ndarray, np.ndarray | None]:
+        rows = predict_texts(batch_function, encoder, list(texts), batch_size, width, bucket_lengths)
+        if not aspects:
+            return label_names[rows.argmax(axis=1)], None
+        probabilities, aspect_probabilities = split_outputs(rows, len(labels), aspects)
+        return label_names[probabilities.argmax(axis=1)], aspect_probabilities.argmax(axis=2)
 
-    reference_labels, fast_labels = predicted(reference), predicted(fast)
+    (reference_labels, reference_aspects), (fast_labels, fast_aspects) = predicted(reference), predicted(fast)
     scores = [
         float(f1_score(true_labels, predictions, labels=list(labels), average="macro", zero_division=0))
         for predictions in (reference_labels, fast_labels)
@@ -104,11 +134,19 @@ def accuracy_gate(
         "macro_f1_change": round(scores[1] - scores[0], 6),
         "label_flip_rate": round(float((reference_labels != fast_labels).mean()), 6),
     }
-    if abs(result["macro_f1_change"]) > max_f1_change or result["label_flip_rate"] > max_flip_rate:
+    if aspects:
+        result["aspect_flip_rate"] = round(float((reference_aspects != fast_aspects).mean()), 6)
+    aspect_flips = result.get("aspect_flip_rate", 0.0)
+    if (
+        abs(result["macro_f1_change"]) > max_f1_change
+        or result["label_flip_rate"] > max_flip_rate
+        or aspect_flips > max_aspect_flip_rate
+    ):
         raise DataError(
             f"the fast model is refused: validation macro-F1 {result['macro_f1_fast']:.4f} vs "
             f"{result['macro_f1_float32']:.4f} in float32 (limit ±{max_f1_change}), labels changed on "
-            f"{result['label_flip_rate']:.2%} of {len(texts)} texts (limit {max_flip_rate:.0%}); "
+            f"{result['label_flip_rate']:.2%} of {len(texts)} texts (limit {max_flip_rate:.0%}) and aspect "
+            f"polarities on {aspect_flips:.2%} (limit {max_aspect_flip_rate:.0%}); "
             "set export.fast_runtime: none to ship the float32 SavedModel only"
         )
     log.info("fast model accepted: %s", result)

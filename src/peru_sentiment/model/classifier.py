@@ -1,4 +1,8 @@
-"""The sentiment classifier: a KerasHub BERT backbone, pooling, dropout and a dense head."""
+"""The sentiment classifier: a KerasHub BERT backbone, pooling, dropout and a dense head.
+
+With aspect heads the classifier has two outputs from the same pooled vector:
+``logits`` (the overall label) and ``aspects`` (batch, aspects, polarities).
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,18 @@ class FirstToken(keras.layers.Layer):
         return sequence[:, 0, :]
 
 
-def build_classifier(backbone, num_classes: int, pooling: str = "mean", dropout: float = 0.1) -> keras.Model:
-    """Inputs ``token_ids`` and ``padding_mask`` (batch, length) -> class logits."""
+OVERALL_OUTPUT = "logits"
+ASPECT_OUTPUT = "aspects"
+
+
+def build_classifier(
+    backbone, num_classes: int, pooling: str = "mean", dropout: float = 0.1, aspects: int = 0, polarities: int = 0
+) -> keras.Model:
+    """Inputs ``token_ids`` and ``padding_mask`` (batch, length) -> class logits.
+
+    With `aspects` > 0 the outputs are a dict: ``logits`` and ``aspects``, logits of shape
+    (batch, aspects, polarities). Without, the model is the single-output classifier.
+    """
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
@@ -35,8 +49,25 @@ def build_classifier(backbone, num_classes: int, pooling: str = "mean", dropout:
         MaskedMeanPooling(name="mean_pooling")(sequence, padding_mask) if pooling == "mean" else FirstToken()(sequence)
     )
     hidden = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
-    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(hidden)
-    return keras.Model({"token_ids": token_ids, "padding_mask": padding_mask}, logits, name="sentiment_classifier")
+    logits = keras.layers.Dense(num_classes, name=OVERALL_OUTPUT, dtype="float32")(hidden)
+    inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+    if not aspects:
+        return keras.Model(inputs, logits, name="sentiment_classifier")
+    flat = keras.layers.Dense(aspects * polarities, name="aspect_logits", dtype="float32")(hidden)
+    aspect_logits = keras.layers.Reshape((aspects, polarities), name=ASPECT_OUTPUT, dtype="float32")(flat)
+    return keras.Model(inputs, {OVERALL_OUTPUT: logits, ASPECT_OUTPUT: aspect_logits}, name="sentiment_classifier")
+
+
+def has_aspect_heads(model: keras.Model) -> bool:
+    return any(layer.name == ASPECT_OUTPUT for layer in model.layers)
+
+
+def head_model(model: keras.Model, output: str) -> keras.Model:
+    """The single-output model of one head (``logits`` or ``aspects``), sharing the layers of `model`."""
+    if output == OVERALL_OUTPUT and not has_aspect_heads(model):
+        return model
+    name = model.name if output == OVERALL_OUTPUT else f"{model.name}_{output}"
+    return keras.Model(model.inputs, model.get_layer(output).output, name=name)
 
 
 def freeze(backbone, trainable_layers: int, freeze_word_embeddings: bool) -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 from tokenizers import Tokenizer
+
+from peru_sentiment.schema import ASPECT_POLARITIES, SYNTHETIC_SOURCE, aspect_column
 
 PAD_CANDIDATES = ("<pad>", "[PAD]")
 
@@ -49,6 +52,25 @@ def bucket_lengths_for(max_length: int, bucket_lengths: Sequence[int]) -> list[i
     return sorted({length for length in bucket_lengths if length < max_length} | {max_length})
 
 
+def aspect_targets(frame: pd.DataFrame, aspects: Sequence[str]) -> np.ndarray:
+    """Per row and aspect the polarity class id (``ASPECT_POLARITIES``), -1 on rows without aspect truth.
+
+    Generated rows carry the truth (``aspect_<name>``: -1, 0, 1, or missing when the text does not
+    mention the aspect); imported real rows, and frames without the columns, have none: -1, which
+    keeps them out of the aspect loss and the aspect metrics.
+    """
+    targets = np.full((len(frame), len(aspects)), -1, dtype=np.int64)
+    columns = [aspect_column(aspect) for aspect in aspects]
+    if not all(column in frame for column in columns):
+        return targets
+    has_truth = (frame["source"] == SYNTHETIC_SOURCE).to_numpy() if "source" in frame else np.ones(len(frame), bool)
+    polarities = frame[columns].astype("Float64").to_numpy(dtype=float, na_value=np.nan)[has_truth]
+    if not np.isin(polarities[~np.isnan(polarities)], (-1, 0, 1)).all():
+        raise ValueError(f"aspect truth columns {columns} must hold -1, 0, 1 or nothing")
+    targets[has_truth] = np.where(np.isnan(polarities), 0, polarities + 2).astype(np.int64)
+    return targets
+
+
 def make_dataset(
     ids: Sequence[Sequence[int]],
     labels: np.ndarray,
@@ -61,8 +83,13 @@ def make_dataset(
     pad_to_bucket: bool = False,
     drop_remainder: bool = False,
     sample_weights: np.ndarray | None = None,
+    aspect_ids: np.ndarray | None = None,
 ):
     """A cached ``tf.data`` pipeline of ({token_ids, padding_mask}, one-hot label[, sample weight]) batches.
+
+    With `aspect_ids` (rows, aspects: ``aspect_targets``) the targets are a dict of the classifier's two
+    outputs, ``logits`` and ``aspects`` (one-hot over ``ASPECT_POLARITIES``, all zero on rows without
+    truth, so they add no aspect loss), and the sample weights weigh only the overall loss.
 
     Texts are grouped by length into buckets (``bucket_lengths`` are the padded
     lengths; the last must be at least the longest text). With ``shuffle_seed``
@@ -76,20 +103,28 @@ def make_dataset(
     lengths = sorted(bucket_lengths)
     if max(len(sequence) for sequence in ids) > lengths[-1]:
         raise ValueError(f"a text has more tokens than the largest bucket ({lengths[-1]}); truncate first")
+    from peru_sentiment.model.classifier import ASPECT_OUTPUT, OVERALL_OUTPUT
+
     targets = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
-
-    weights = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float32)
-
-    def examples():
-        for index, (sequence, target) in enumerate(zip(ids, targets, strict=True)):
-            example = (np.asarray(sequence, dtype=np.int32), target)
-            yield example if weights is None else (*example, weights[index])
-
     signature = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([num_classes], tf.float32))
     padded_shapes, padding_values = ([None], [num_classes]), (-1, 0.0)
+    columns = [targets]
+    if aspect_ids is not None:
+        aspects, polarities = np.shape(aspect_ids)[1], len(ASPECT_POLARITIES)
+        one_hot = np.concatenate([np.eye(polarities, dtype=np.float32), np.zeros((1, polarities), np.float32)])
+        columns.append(one_hot[np.asarray(aspect_ids, dtype=np.int64)])  # id -1 picks the all-zero row
+        signature += (tf.TensorSpec([aspects, polarities], tf.float32),)
+        padded_shapes, padding_values = (*padded_shapes, [aspects, polarities]), (*padding_values, 0.0)
+    weights = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float32)
     if weights is not None:
+        columns.append(weights)
         signature += (tf.TensorSpec([], tf.float32),)
         padded_shapes, padding_values = (*padded_shapes, []), (*padding_values, 0.0)
+
+    def examples():
+        for index, sequence in enumerate(ids):
+            yield (np.asarray(sequence, dtype=np.int32), *(column[index] for column in columns))
+
     dataset = tf.data.Dataset.from_generator(examples, output_signature=signature).cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(ids), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -109,11 +144,31 @@ def make_dataset(
     batches = per_bucket // batch_size if drop_remainder else -(-per_bucket // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(batches.sum())))
 
-    def to_inputs(tokens, *rest):
+    def to_inputs(tokens, target, *rest):
         mask = tokens >= 0
-        return ({"token_ids": tf.where(mask, tokens, pad_id), "padding_mask": tf.cast(mask, tf.int32)}, *rest)
+        inputs = {"token_ids": tf.where(mask, tokens, pad_id), "padding_mask": tf.cast(mask, tf.int32)}
+        if aspect_ids is None:
+            return (inputs, target, *rest)
+        aspect_target, *weight = rest
+        outputs = {OVERALL_OUTPUT: target, ASPECT_OUTPUT: aspect_target}
+        if not weight:
+            return inputs, outputs
+        return inputs, outputs, {OVERALL_OUTPUT: weight[0], ASPECT_OUTPUT: tf.ones_like(weight[0])}
 
     return dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def join_outputs(probabilities: np.ndarray, aspect_probabilities: np.ndarray) -> np.ndarray:
+    """One row per text: the class probabilities, then the aspect probabilities flattened (aspect-major).
+
+    Batch functions return this so the one inference path (``predict_texts``) carries both heads.
+    """
+    return np.concatenate([probabilities, aspect_probabilities.reshape(len(aspect_probabilities), -1)], axis=1)
+
+
+def split_outputs(rows: np.ndarray, labels: int, aspects: int) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities, aspect probabilities of shape (texts, aspects, polarities)) of joined rows."""
+    return rows[:, :labels], rows[:, labels:].reshape(len(rows), aspects, len(ASPECT_POLARITIES))
 
 
 def predict_in_length_order(
@@ -153,13 +208,14 @@ def predict_texts(
     encoder: TextEncoder,
     texts: Sequence[str],
     batch_size: int,
-    num_classes: int,
+    output_shape: int | tuple[int, ...],
     bucket_lengths: Sequence[int] = (),
 ) -> np.ndarray:
     """Class probabilities of prepared texts, one row per text, through any batch function.
 
     The one inference path: the trained Keras model, the exported SavedModel and the server all call it.
+    `output_shape` is the shape of one text's output (the number of classes, or (aspects, polarities)).
     """
     if not texts:
-        return np.zeros((0, num_classes), dtype=np.float32)
+        return np.zeros((0, *np.atleast_1d(output_shape)), dtype=np.float32)
     return predict_in_length_order(probabilities, encoder.encode(texts), encoder.pad_id, batch_size, bucket_lengths)

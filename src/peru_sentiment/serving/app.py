@@ -101,6 +101,7 @@ def _model_description(bundle: ModelBundle, settings: ServeSettings) -> dict:
     return {
         "version": bundle.version,
         "labels": list(bundle.labels),
+        "aspects": list(bundle.aspects),
         "training_distribution": bundle.training_distribution,
         "preprocessing": bundle.preprocessing,
         "metrics": json.loads(evaluation) if evaluation else None,

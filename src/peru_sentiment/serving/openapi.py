@@ -11,7 +11,7 @@ from importlib.metadata import version
 
 from pydantic.json_schema import models_json_schema
 
-from peru_sentiment.serving.schemas import ErrorResponse, ExplainRequest, FeedbackItem, PredictBatch, PredictResponse
+from peru_sentiment.serving.schemas import ErrorResponse, ExplainRequest, PredictBatch, PredictOne, PredictResponse
 from peru_sentiment.serving.settings import ServeSettings
 
 REF = "#/components/schemas/{model}"
@@ -30,11 +30,11 @@ def _status(description: str) -> dict:
 
 
 def openapi_document(settings: ServeSettings) -> dict:
-    models = [FeedbackItem, PredictBatch, ExplainRequest, PredictResponse, ErrorResponse]
+    models = [PredictOne, PredictBatch, ExplainRequest, PredictResponse, ErrorResponse]
     _, definitions = models_json_schema([(model, "validation") for model in models], ref_template=REF)
     security = [{"apiKey": []}] if settings.api_key else []
     client_errors = _errors(400, 401, 413, 415, 422, 503)
-    one_or_many = {"oneOf": [{"$ref": REF.format(model="FeedbackItem")}, {"$ref": REF.format(model="PredictBatch")}]}
+    one_or_many = {"oneOf": [{"$ref": REF.format(model="PredictOne")}, {"$ref": REF.format(model="PredictBatch")}]}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -49,8 +49,11 @@ def openapi_document(settings: ServeSettings) -> dict:
         "paths": {
             "/v1/predict": {
                 "post": {
-                    "summary": "Sentiment of one text or a batch",
+                    "summary": "Sentiment of one text or a batch, and the aspects each text is about",
                     "description": (
+                        "With aspect heads in the model, each prediction lists the aspects found with their "
+                        'polarity and confidence ("aspects": false turns it off, a list of names narrows it; a '
+                        "name the model has no head for is a 422). "
                         "With the same X-Request-ID, a retried request is stored once (1-128 letters, digits, "
                         ".:_-); without it the server makes one and returns it in the X-Request-ID header."
                     ),

@@ -2,9 +2,11 @@
 
 Files are read and written in chunks, so memory stays flat however large the
 input. A row whose text is missing or empty is kept with an ``error`` and no
-label; nothing is dropped. The output is written to a temporary file beside the
-target and renamed when every row is done: a failed run leaves an existing
-output untouched and no partial file. With a store, the predicted rows are
+label; nothing is dropped. A model with aspect heads adds, per aspect, the
+detected polarity and its probability (empty when the text is not about it).
+The output is written to a temporary file beside the target and renamed when
+every row is done: a failed run leaves an existing output untouched and no
+partial file. With a store, the predicted rows are
 stored too (masked text, region, channel, language, scores).
 """
 
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export.bundle import ModelBundle
+from peru_sentiment.schema import ASPECT_POLARITIES
 from peru_sentiment.store.records import prediction_rows, utc_now
 from peru_sentiment.store.writer import PredictionWriter
 from peru_sentiment.tables import count_rows, read_table_chunks, table_format
@@ -39,7 +42,8 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> pd.DataFrame:
-    """`frame` plus ``label``, ``probability_<label>`` columns and ``error`` (empty when fine)."""
+    """`frame` plus ``label``, ``probability_<label>`` columns, the aspect columns of a model with aspect heads
+    (:func:`aspect_columns`) and ``error`` (empty when fine)."""
     return _predict(bundle, frame, text_column)[0]
 
 
@@ -47,7 +51,14 @@ def _predict(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> tupl
     """:func:`predict_frame`'s result and the prepared (masked) texts."""
     prepared, errors = prepare_frame(frame, text_column)
     valid = np.flatnonzero(errors == "")
-    return with_predictions(frame, bundle.labels, errors, bundle.predict_proba([prepared[i] for i in valid])), prepared
+    probabilities, aspect_probabilities = bundle.predict_with_aspects([prepared[i] for i in valid])
+    result = with_predictions(frame, bundle.labels, errors, probabilities, bundle.aspects, aspect_probabilities)
+    return result, prepared
+
+
+def aspect_columns(aspect: str) -> tuple[str, str]:
+    """The predict output's columns of one aspect: its detected polarity, and that polarity's probability."""
+    return f"aspect_{aspect}_polarity", f"aspect_{aspect}_confidence"
 
 
 def check_text_column(frame: pd.DataFrame, text_column: str) -> None:
@@ -65,9 +76,15 @@ def prepare_frame(frame: pd.DataFrame, text_column: str) -> tuple[list[str], np.
 
 
 def with_predictions(
-    frame: pd.DataFrame, labels: tuple[str, ...], errors: np.ndarray, valid_probabilities: np.ndarray
+    frame: pd.DataFrame,
+    labels: tuple[str, ...],
+    errors: np.ndarray,
+    valid_probabilities: np.ndarray,
+    aspects: tuple[str, ...] = (),
+    valid_aspect_probabilities: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """`frame` plus the prediction columns; `valid_probabilities` has one row per row without error, in order."""
+    """`frame` plus the prediction columns; `valid_probabilities` (and `valid_aspect_probabilities`, with
+    `aspects`) have one row per row without error, in order."""
     valid = np.flatnonzero(errors == "")
     probabilities = np.full((len(frame), len(labels)), np.nan, dtype=np.float32)
     probabilities[valid] = valid_probabilities
@@ -77,6 +94,16 @@ def with_predictions(
     result["label"] = predicted
     for index, label in enumerate(labels):
         result[f"probability_{label}"] = probabilities[:, index]
+    for index, aspect in enumerate(aspects):
+        found = valid_aspect_probabilities[:, index]
+        polarity_ids = found.argmax(axis=1)
+        detected = valid[polarity_ids > 0]
+        polarity = np.full(len(frame), None, dtype=object)
+        polarity[detected] = np.asarray(ASPECT_POLARITIES, dtype=object)[polarity_ids[polarity_ids > 0]]
+        confidence = np.full(len(frame), np.nan, dtype=np.float32)
+        confidence[detected] = found.max(axis=1)[polarity_ids > 0]
+        polarity_column, confidence_column = aspect_columns(aspect)
+        result[polarity_column], result[confidence_column] = polarity, confidence
     result["error"] = errors
     return result
 
@@ -203,10 +230,13 @@ class _ChunkWriter:
         self.temporary.unlink(missing_ok=True)
 
 
-def output_schema(input_schema: pa.Schema, labels: tuple[str, ...]) -> pa.Schema:
+def output_schema(input_schema: pa.Schema, labels: tuple[str, ...], aspects: tuple[str, ...] = ()) -> pa.Schema:
     """The input's columns plus the prediction columns, with fixed types whatever the first rows hold."""
     added = [pa.field("label", pa.string())]
     added += [pa.field(f"probability_{label}", pa.float32()) for label in labels]
+    for aspect in aspects:
+        polarity_column, confidence_column = aspect_columns(aspect)
+        added += [pa.field(polarity_column, pa.string()), pa.field(confidence_column, pa.float32())]
     added.append(pa.field("error", pa.string()))
     names = {field.name for field in added}
     return pa.schema([field for field in input_schema if field.name not in names] + added)
@@ -244,7 +274,9 @@ def predict_file(
         results = (predict_frame(bundle, chunk, text_column) for chunk in chunks)
     else:
         results = _predicted_and_stored(bundle, chunks, text_column, store, store_text, request_id or uuid.uuid4().hex)
-    return write_predictions(results, source, output, bundle.labels, escape_formulas, total if progress else False)
+    return write_predictions(
+        results, source, output, bundle.labels, escape_formulas, total if progress else False, bundle.aspects
+    )
 
 
 def _predicted_and_stored(
@@ -286,14 +318,16 @@ def write_predictions(
     labels: tuple[str, ...],
     escape_formulas: bool,
     progress_total: int | bool | None,
+    aspects: tuple[str, ...] = (),
 ) -> dict:
     """Write predicted chunks, in order, to `output` (replaced only at the end); the run's counts.
 
     `progress_total`: the row count for the progress bar, None when unknown, False for no bar.
+    `aspects`: the aspect heads whose columns the chunks carry.
     """
     parquet_schema = None
     if table_format(output) == "parquet" and table_format(source) == "parquet":
-        parquet_schema = output_schema(pq.ParquetFile(source).schema_arrow, labels)
+        parquet_schema = output_schema(pq.ParquetFile(source).schema_arrow, labels, aspects)
     summary = {"rows": 0, "predicted": 0, "errors": {}, "labels": {label: 0 for label in labels}}
     writer = _ChunkWriter(output, parquet_schema, escape_formulas)
     try:

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ValidationError
 from peru_sentiment.export.bundle import ModelBundle
 from peru_sentiment.serving.errors import ApiError, error_response
 from peru_sentiment.serving.metrics import ServiceMetrics
-from peru_sentiment.serving.schemas import ExplainRequest, FeedbackItem, PredictBatch
-from peru_sentiment.serving.service import EmptyAfterCleaning, PredictionService
+from peru_sentiment.serving.schemas import ExplainRequest, PredictBatch, PredictOne
+from peru_sentiment.serving.service import AspectNotServed, EmptyAfterCleaning, PredictionService
 from peru_sentiment.serving.settings import EXTENSION, ServeSettings
 
 # A client's id for a request: a retry with the same id is not stored twice (see peru_sentiment.store).
@@ -104,7 +104,7 @@ def _parse_body(model: type[BaseModel] | None, max_text_chars: int) -> BaseModel
     if not isinstance(data, dict):
         raise ApiError(422, "validation_error", "the body must be a JSON object")
     if model is None:
-        model = PredictBatch if "items" in data else FeedbackItem
+        model = PredictBatch if "items" in data else PredictOne
     try:
         return model.model_validate(data, context={"max_text_chars": max_text_chars})
     except ValidationError as error:
@@ -153,8 +153,8 @@ def predict() -> Response:
         raise ApiError(422, "too_many_items", f"at most {state.settings.max_items} items per request; split the batch")
     request_id = _request_id()
     try:
-        results = state.service.predict(items, request_id)
-    except EmptyAfterCleaning as error:
+        results = state.service.predict(items, request_id, aspects=body.aspects)
+    except (EmptyAfterCleaning, AspectNotServed) as error:
         raise ApiError(422, "validation_error", str(error)) from None
     response = jsonify({"model_version": state.bundle.version, "predictions": results})
     response.headers[REQUEST_ID_HEADER] = request_id

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from peru_sentiment.schema import LABELS
+from peru_sentiment.schema import ASPECT_POLARITIES, LABELS, SERVICE_ASPECTS
 from peru_sentiment.text.normalize import has_lone_surrogate, is_blank
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -65,12 +65,39 @@ class FeedbackItem(BaseModel):
         return value
 
 
+def _check_aspects(value: bool | list[str]) -> bool | list[str]:
+    if isinstance(value, list):
+        unknown = [name for name in value if name not in SERVICE_ASPECTS]
+        if unknown:
+            raise ValueError(f"unknown aspects {unknown}; use some of {', '.join(SERVICE_ASPECTS)}")
+    return value
+
+
+AspectChoice = Annotated[
+    bool | list[UnicodeText],
+    AfterValidator(_check_aspects),
+    Field(
+        description=(
+            "The aspects found in each text, with polarity and confidence: true (all the model's aspects), "
+            f"false (none), or a list of aspect names ({', '.join(SERVICE_ASPECTS)})."
+        )
+    ),
+]
+
+
+class PredictOne(FeedbackItem):
+    """One piece of feedback in a request of its own."""
+
+    aspects: AspectChoice = True
+
+
 class PredictBatch(BaseModel):
     """Several pieces of feedback in one request."""
 
     model_config = _STRICT
 
     items: list[FeedbackItem] = Field(min_length=1, description="Up to the server's max_items texts.")
+    aspects: AspectChoice = True
 
 
 class ExplainRequest(BaseModel):
@@ -83,11 +110,20 @@ class ExplainRequest(BaseModel):
     )
 
 
+class AspectFinding(BaseModel):
+    aspect: str = Field(description=f"One of {', '.join(SERVICE_ASPECTS)}.")
+    polarity: str = Field(description=f"One of {', '.join(ASPECT_POLARITIES[1:])}.")
+    confidence: float = Field(description="The aspect head's probability of this polarity.")
+
+
 class Prediction(BaseModel):
     id: str | None
     label: str = Field(description=f"One of {', '.join(LABELS)}.")
     probabilities: dict[str, float]
     language: str = Field(description="Detected language: es, en or other.")
+    aspects: list[AspectFinding] | None = Field(
+        None, description="The aspects the text is about (absent when not asked for or the model has no aspect heads)."
+    )
 
 
 class PredictResponse(BaseModel):

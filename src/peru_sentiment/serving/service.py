@@ -1,4 +1,4 @@
-"""The prediction service behind the API: raw feedback in, labels and probabilities out.
+"""The prediction service behind the API: raw feedback in, labels, probabilities and aspects out.
 
 The path is the pipeline's own: ``prepare_text`` (normalise, mask personal
 data), language detection with the bundle's settings, then the exported model
@@ -13,7 +13,10 @@ import threading
 import time
 import uuid
 
+import numpy as np
+
 from peru_sentiment.export.bundle import ModelBundle
+from peru_sentiment.schema import ASPECT_POLARITIES
 from peru_sentiment.serving.batcher import MicroBatcher
 from peru_sentiment.serving.metrics import PredictionRecord, ServiceMetrics
 from peru_sentiment.serving.schemas import ExplainRequest, FeedbackItem
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class EmptyAfterCleaning(ValueError):
     """A text that is nothing but control characters or invisible marks."""
+
+
+class AspectNotServed(ValueError):
+    """A request names an aspect the served model has no head for."""
 
 
 class PredictionService:
@@ -49,7 +56,7 @@ class PredictionService:
             bundle.preprocessing["detect_languages"], bundle.preprocessing["min_language_confidence"]
         )
         self.batcher = MicroBatcher(
-            bundle.predict_proba, micro_batch_size, max_wait_s, metrics.observe_batch, threads=model_threads
+            bundle.predict_rows, micro_batch_size, max_wait_s, metrics.observe_batch, threads=model_threads
         )
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -88,16 +95,34 @@ class PredictionService:
             raise EmptyAfterCleaning(f"item(s) {empty} contain no visible text")
         return texts
 
-    def predict(self, items: list[FeedbackItem], request_id: str | None = None) -> list[dict]:
+    def aspect_heads(self, choice: bool | list[str]) -> list[int]:
+        """Indices of the bundle's aspect heads a request asks for (``aspects``: true, false or names)."""
+        if choice is True:
+            return list(range(len(self.bundle.aspects)))
+        if choice is False:
+            return []
+        missing = [name for name in choice if name not in self.bundle.aspects]
+        if missing:
+            served = ", ".join(self.bundle.aspects) or "none (the model has no aspect heads)"
+            raise AspectNotServed(f"the served model has no aspect heads for {missing}; it has: {served}")
+        return [self.bundle.aspects.index(name) for name in choice]
+
+    def predict(
+        self, items: list[FeedbackItem], request_id: str | None = None, aspects: bool | list[str] = True
+    ) -> list[dict]:
         """One result per item, in order; the metrics count each by label, region, channel and language.
 
-        With a store, the items are queued for it under ``request_id`` before this returns
-        (:class:`~peru_sentiment.store.writer.StoreBusy` when its queue stays full).
+        With aspect heads each result lists the aspects found (``aspects``: true for all, false for
+        none, or the names to look for). With a store, the items are queued for it under ``request_id``
+        before this returns (:class:`~peru_sentiment.store.writer.StoreBusy` when its queue stays full).
         """
         received_at = utc_now()
+        heads = self.aspect_heads(aspects)
         texts = self.prepare(items)
         languages = self.detector.detect(texts)
-        probabilities = self.batcher.submit(texts, timeout=self.timeout_s)
+        probabilities, aspect_probabilities = self.bundle.split_rows(
+            np.asarray(self.batcher.submit(texts, timeout=self.timeout_s))
+        )
         labels = self.bundle.labels
         results = [
             {
@@ -108,6 +133,9 @@ class PredictionService:
             }
             for item, row, language in zip(items, probabilities, languages, strict=True)
         ]
+        if aspect_probabilities is not None and aspects is not False:
+            for result, found in zip(results, aspect_probabilities, strict=True):
+                result["aspects"] = self.findings(found, heads)
         self.metrics.observe_predictions(
             PredictionRecord(result["label"], float(row.max()), item.region, item.channel, language, len(text))
             for result, row, item, language, text in zip(results, probabilities, items, languages, texts, strict=True)
@@ -133,6 +161,21 @@ class PredictionService:
                 )
             )
         return results
+
+    def findings(self, aspect_probabilities: np.ndarray, heads: list[int]) -> list[dict]:
+        """The detected aspects (most probable polarity not absent) of one text, with polarity and confidence."""
+        found = []
+        for head in heads:
+            polarity = int(aspect_probabilities[head].argmax())
+            if polarity:
+                found.append(
+                    {
+                        "aspect": self.bundle.aspects[head],
+                        "polarity": ASPECT_POLARITIES[polarity],
+                        "confidence": round(float(aspect_probabilities[head, polarity]), 6),
+                    }
+                )
+        return found
 
     def close(self) -> None:
         """Finish the queued batches, then write every queued prediction to the store."""

@@ -24,8 +24,8 @@ import pandas as pd
 
 from peru_sentiment.config import AdaptationParams, SelfTrainingParams, TrainParams
 from peru_sentiment.errors import DataError
-from peru_sentiment.schema import LABELS, SYNTHETIC_SOURCE
-from peru_sentiment.training.trainer import FineTuner, encode_split, sample_rows, set_global_training_state
+from peru_sentiment.schema import ASPECTS, LABELS, SYNTHETIC_SOURCE, aspect_column
+from peru_sentiment.training.trainer import FineTuner, sample_rows, set_global_training_state
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class BertLearner:
             self.fine_tuner.params = base.model_copy(update={"epochs": epochs})
         try:
             history = self.fine_tuner.fit(
-                encode_split(train, self.fine_tuner.encoder),
-                encode_split(validation, self.fine_tuner.encoder),
+                self.fine_tuner.encode(train),
+                self.fine_tuner.encode(validation),
                 callbacks=callbacks,
             )
         finally:
@@ -158,7 +158,8 @@ def self_training_round(
         return summary
     labelled = sample_rows(training, params.labelled_rows if learner.continues_training else None, seed)
     labelled = labelled.assign(sample_weight=labelled.get("sample_weight", 1.0))
-    columns = [c for c in ("text", "text_classical", "label", "sample_weight", "source") if c in labelled]
+    kept = ("text", "text_classical", "label", "sample_weight", "source", *map(aspect_column, ASPECTS))
+    columns = [c for c in kept if c in labelled]  # pseudo-labelled rows have no aspect truth: masked
     round_rows = pd.concat([labelled[columns], pseudo[[c for c in columns if c in pseudo]]], ignore_index=True)
     log.info(
         "self-training: %d pseudo-labelled %s + %d labelled rows",

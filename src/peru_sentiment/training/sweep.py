@@ -30,7 +30,7 @@ from peru_sentiment.errors import ConfigError
 from peru_sentiment.metadata import write_json
 from peru_sentiment.paths import split_file
 from peru_sentiment.schema import MONITOR
-from peru_sentiment.training.trainer import FineTuner, encode_split, sample_rows, set_global_training_state
+from peru_sentiment.training.trainer import FineTuner, sample_rows, set_global_training_state
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ class SentimentHyperModel(kt.HyperModel):
             classifier.params = classifier.params.model_copy(update={"epochs": kwargs["epochs"]})
         start = time.perf_counter()
         history = classifier.fit(
-            encode_split(self.train, classifier.encoder),
-            encode_split(self.validation, classifier.encoder),
+            classifier.encode(self.train),
+            classifier.encode(self.validation),
             callbacks=callbacks,
             verbose=2,
         )
