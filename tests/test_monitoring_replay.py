@@ -200,7 +200,7 @@ def default_corpus(params, regions, phrasebook, vocabulary) -> pd.DataFrame:
 def test_replayed_incidents_fire_the_regional_alert_naming_their_true_aspect(default_corpus, params, regions, tmp_path):
     """Every incident of ``generate.incidents``, replayed in time order with the true labels and aspects as the
     predictions: while the alert fires for the incident's region, the aspect it names (the region's driver) is
-    the incident's aspect, and it fires at least once."""
+    the incident's aspect, and it fires at least once; it never fires for another region."""
     config = load_monitoring_config(ROOT / "configs/monitoring.yaml")
     windows = config.window_set("replay")
     frame = player.select(default_corpus)
@@ -230,6 +230,17 @@ def test_replayed_incidents_fire_the_regional_alert_naming_their_true_aspect(def
                 "exp_samples": [{"labels": f'{{aspect="{incident.aspect}",region="{incident.region}"}}', "value": 1}],
             }
         )
+    fired = f'ALERTS{{alertname="RegionalNegativeSpike",alertstate="firing"}}[{REPLAY_SECONDS}s:{STEP_SECONDS}s]'
+    tests.append(  # and no other region: a perfect model raises no false alarm
+        {
+            "expr": f"count by (region) (count_over_time({fired}))",
+            "eval_time": f"{REPLAY_SECONDS}s",
+            "exp_samples": [
+                {"labels": f'{{region="{region}"}}', "value": 1}
+                for region in sorted({incident.region for incident in params.generate.incidents})
+            ],
+        }
+    )
     (tmp_path / "rules.yml").write_text(render_rules(config, windows))
     values = {name: " ".join("_" if value is None else f"{value:g}" for value in row) for name, row in series.items()}
     unit = {
