@@ -129,7 +129,8 @@ def _bars(title: str, description: str, unit: str, expr: str, legend: str) -> ba
 
 
 def _failing_where(config: MonitoringConfig) -> table.Panel:
-    """Negative share by aspect x region over the dashboard's range: a region per row, an aspect per column."""
+    """Negative share by aspect x region over the dashboard's range: a region per row, an aspect per column
+    (Grafana's grouping-to-matrix names the first column ``region\\aspect``; it stays uncoloured)."""
     spike = config.regional_spike.threshold
     matrix = DataTransformerConfig(
         id_val="groupingToMatrix",
@@ -150,6 +151,7 @@ def _failing_where(config: MonitoringConfig) -> table.Panel:
             common_models.TableColoredBackgroundCellOptions(mode=common_models.TableCellBackgroundDisplayMode.GRADIENT)
         )
         .thresholds(_thresholds((None, "green"), (spike / 2, "orange"), (spike, "red")))
+        .override_by_name("region\\aspect", [DynamicConfigValue(id_val="custom.cellOptions", value={"type": "auto"})])
         .with_target(_target(q.aspect_negative_share(RANGE, REGION), instant=True).format(PromQueryFormat.TABLE))
         .with_transformation(matrix)
     )
