@@ -292,6 +292,39 @@ def test_predict_returns_the_detected_aspects_unless_turned_off(aspect_client):
     assert "aspects" in schemas["PredictOne"]["properties"] and "aspects" in schemas["Prediction"]["properties"]
 
 
+def test_metrics_count_every_detected_aspect_whatever_the_request_shows(aspect_client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from peru_sentiment.text.prepare import prepare_text
+
+    def counted() -> dict[tuple[str, str, str], float]:
+        exposition = client.get("/metrics").get_data(as_text=True)
+        return {
+            (sample.labels["aspect"], sample.labels["polarity"], sample.labels["region"]): sample.value
+            for family in text_string_to_metric_families(exposition)
+            for sample in family.samples
+            if sample.name == "sentiment_aspect_predictions_total"
+        }
+
+    client, bundle = aspect_client
+    texts = toy_aspect_feedback(8, seed=11)["text"].tolist()
+    _, aspects = bundle.predict_with_aspects([prepare_text(text)[0] for text in texts])
+    expected: dict[tuple[str, str, str], float] = {}
+    for probabilities in aspects:
+        for name, row in zip(TOY_ASPECTS, probabilities, strict=True):
+            if row.argmax():
+                key = (name, ASPECT_POLARITIES[row.argmax()], "PE-CUS")
+                expected[key] = expected.get(key, 0) + 2  # once per request below
+    assert expected, "the toy model finds aspects in these texts"
+
+    before = counted()
+    for shown in (False, ["food_quality"]):
+        items = [{"text": text, "region": "Cusco"} for text in texts]
+        assert client.post("/v1/predict", json={"items": items, "aspects": shown}).status_code == 200
+    after = counted()
+    assert {key: value - before.get(key, 0) for key, value in after.items() if value != before.get(key, 0)} == expected
+
+
 @pytest.mark.parametrize(
     ("aspects", "message"),
     [

@@ -110,6 +110,35 @@ def test_prediction_labels_stay_bounded_and_raw_input_never_appears(region_names
     assert values[("sentiment_text_length_chars_count", ())] == 3.0
 
 
+def test_aspect_opinions_are_counted_by_aspect_polarity_and_region_only_when_found(region_names):
+    metrics = ServiceMetrics(region_names)
+    metrics.observe_predictions([record(), record(label="positive")])
+    assert not [name for name, _ in samples(metrics) if name.startswith("sentiment_aspect_predictions")]
+    metrics.observe_predictions(
+        [
+            record(region="cusco", aspects=(("delivery_time", "negative"), ("food_quality", "positive"))),
+            record(region="Cusco", channel="survey", aspects=(("delivery_time", "negative"),)),
+            record(region='Cusco"} 1e9', aspects=(("courier", "neutral"),)),
+        ]
+    )
+    aspects = {
+        labels: value
+        for (name, labels), value in samples(metrics).items()
+        if name == "sentiment_aspect_predictions_total"
+    }
+    assert aspects == {
+        (("aspect", "delivery_time"), ("polarity", "negative"), ("region", "PE-CUS")): 2.0,
+        (("aspect", "food_quality"), ("polarity", "positive"), ("region", "PE-CUS")): 1.0,
+        (("aspect", "courier"), ("polarity", "neutral"), ("region", "unknown")): 1.0,
+    }
+
+
+@pytest.mark.parametrize("opinion", [("weather", "negative"), ("other", "negative"), ("courier", "absent")])
+def test_an_aspect_opinion_outside_the_bounded_sets_is_a_bug(region_names, opinion):
+    with pytest.raises(ValueError, match="unknown aspect opinion"):
+        ServiceMetrics(region_names).observe_predictions([record(aspects=(opinion,))])
+
+
 def test_unknown_prediction_label_is_a_bug(region_names):
     with pytest.raises(ValueError, match="unknown label"):
         ServiceMetrics(region_names).observe_predictions([record(label="mixed")])

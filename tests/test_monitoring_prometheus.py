@@ -2,12 +2,14 @@
 
 Prometheus scrapes a monitored service every second and evaluates the rules rendered with
 short windows; the service gets normal traffic in every region, then an incident in
-``INCIDENT_REGION``. The regional alert must fire there and nowhere else, and every PromQL
-expression of the dashboards and rules must return data.
+``INCIDENT_REGION``, about ``INCIDENT_ASPECT``. The regional alert must fire there and nowhere
+else and name the aspect, and every PromQL expression of the dashboards and rules must return data.
 
 The monitored service is a fixture parameter: the real server (gunicorn, the tiny exported
-model, traffic sent with the replay module) and a stand-in exporter driven through
-``ServiceMetrics`` in this process, which checks the rules apart from the model.
+model, which has no aspect heads, traffic sent with the replay module) and a stand-in exporter
+driven through ``ServiceMetrics`` in this process, which checks the rules apart from the model
+and predicts aspects. Without aspect heads the aspect expressions have no data and the alert
+names the aspect ``unknown``.
 """
 
 import itertools
@@ -22,6 +24,7 @@ import pytest
 from prometheus_client import start_http_server
 
 from helpers import ROOT, TOY_WORDS
+from peru_sentiment.monitoring import promql as q
 from peru_sentiment.monitoring.config import Windows, load_monitoring_config
 from peru_sentiment.monitoring.local_prometheus import LocalPrometheus
 from peru_sentiment.monitoring.render import promql_expressions
@@ -34,6 +37,7 @@ from peru_sentiment.serving.metrics import PredictionRecord, ServiceMetrics
 TEST_WINDOWS = Windows(rate="5s", short="10s", baseline="1m", pending="2s")
 SCRAPE_INTERVAL = "1s"
 INCIDENT_REGION = "PE-CUS"
+INCIDENT_ASPECT = "delivery_time"
 REGIONS = ("PE-CUS", "PE-LIM", "PE-ARE", "PE-LAL", "PE-PIU")
 NORMAL_SECONDS = 15  # normal traffic before the incident starts: the baseline
 ALERT_TIMEOUT = 40
@@ -45,6 +49,7 @@ class MonitoredService:
 
     target: str  # host:port of /metrics
     traffic: Callable[[threading.Event], None]  # normal traffic, then the incident, until the event is set
+    aspect_heads: bool  # whether the model predicts aspects
 
 
 def free_port() -> int:
@@ -67,9 +72,11 @@ def standin_service(regions) -> Iterator[MonitoredService]:
             with metrics.track_in_flight():
                 metrics.observe_batch(1 + tick % 20)
                 metrics.observe_predictions(
-                    PredictionRecord(label, 0.55 + 0.1 * (index % 5), region, "app_review", ("es", "en")[index % 2], 80)
+                    PredictionRecord(
+                        label, 0.55 + 0.1 * (index % 5), region, "app_review", ("es", "en")[index % 2], 80, aspects
+                    )
                     for region in REGIONS
-                    for index, label in enumerate(_labels(incident and region == INCIDENT_REGION))
+                    for index, (label, aspects) in enumerate(_predictions(incident and region == INCIDENT_REGION))
                 )
                 metrics.observe_request("predict", "POST", 200, 0.02 + 0.01 * (tick % 7))
             if tick % 10 == 0:
@@ -78,7 +85,7 @@ def standin_service(regions) -> Iterator[MonitoredService]:
             if stop.wait(0.25):
                 return
 
-    yield MonitoredService(f"127.0.0.1:{server.server_port}", traffic)
+    yield MonitoredService(f"127.0.0.1:{server.server_port}", traffic, aspect_heads=True)
     server.shutdown()
     thread.join(timeout=5)
 
@@ -101,7 +108,7 @@ def server_service(tiny_bundle, tmp_path) -> Iterator[MonitoredService]:
                     "text": f"{TOY_WORDS['neutral'][(tick + index) % 6]} {TOY_WORDS[label][(tick + index) % 6]}",
                 }
                 for region in REGIONS
-                for index, label in enumerate(_labels(incident and region == INCIDENT_REGION))
+                for index, (label, _) in enumerate(_predictions(incident and region == INCIDENT_REGION))
             ]
             report = replay(url, plan(pd.DataFrame(rows), rate=10_000), progress=False)
             assert report.failed == 0
@@ -110,17 +117,21 @@ def server_service(tiny_bundle, tmp_path) -> Iterator[MonitoredService]:
             if stop.wait(0.25):
                 return
 
-    yield MonitoredService(url.removeprefix("http://"), traffic)
+    yield MonitoredService(url.removeprefix("http://"), traffic, aspect_heads=False)
     process.terminate()
     process.wait(timeout=30)
 
 
-def _labels(incident: bool) -> tuple[str, ...]:
-    """Labels of one tick in one region: 25% negative normally, 75% during the incident."""
+def _predictions(incident: bool) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    """(label, aspect opinions) of one tick in one region: 25% negative (about food) normally, 75% negative
+    during the incident, about ``INCIDENT_ASPECT``."""
+    if incident:
+        return (*[("negative", ((INCIDENT_ASPECT, "negative"),))] * 3, ("positive", ()))
     return (
-        ("negative", "negative", "negative", "positive")
-        if incident
-        else ("negative", "neutral", "positive", "positive")
+        ("negative", (("food_quality", "negative"),)),
+        ("neutral", ()),
+        ("positive", ((INCIDENT_ASPECT, "positive"),)),
+        ("positive", ()),
     )
 
 
@@ -145,16 +156,16 @@ def prometheus(tmp_path, service, monitoring_config) -> Iterator[LocalPrometheus
         yield server
 
 
-def spike_alerts(prometheus: LocalPrometheus, state: str) -> set[str]:
-    """Regions with a RegionalNegativeSpike alert in ``state`` (pending or firing)."""
+def spike_alerts(prometheus: LocalPrometheus, state: str) -> dict[str, str]:
+    """Region -> aspect named, of the RegionalNegativeSpike alerts in ``state`` (pending or firing)."""
     return {
-        alert["labels"]["region"]
+        alert["labels"]["region"]: alert["annotations"]["aspect"]
         for alert in prometheus.alerts()
         if alert["labels"]["alertname"] == "RegionalNegativeSpike" and alert["state"] == state
     }
 
 
-def test_alert_fires_for_the_incident_region_only_and_every_expression_returns_data(
+def test_alert_fires_for_the_incident_region_only_names_its_aspect_and_every_expression_returns_data(
     prometheus, service, monitoring_config
 ):
     stop = threading.Event()
@@ -164,16 +175,20 @@ def test_alert_fires_for_the_incident_region_only_and_every_expression_returns_d
         deadline = time.monotonic() + NORMAL_SECONDS + ALERT_TIMEOUT
         while INCIDENT_REGION not in spike_alerts(prometheus, "firing"):
             assert time.monotonic() < deadline, f"no spike alert for {INCIDENT_REGION}: {prometheus.alerts()}"
-            assert not spike_alerts(prometheus, "pending") - {INCIDENT_REGION}
+            assert not set(spike_alerts(prometheus, "pending")) - {INCIDENT_REGION}
             time.sleep(0.5)
-        assert spike_alerts(prometheus, "firing") | spike_alerts(prometheus, "pending") == {INCIDENT_REGION}
+        assert set(spike_alerts(prometheus, "firing")) | set(spike_alerts(prometheus, "pending")) == {INCIDENT_REGION}
+        named = INCIDENT_ASPECT if service.aspect_heads else "unknown"
+        assert spike_alerts(prometheus, "firing")[INCIDENT_REGION] == named
 
         empty = [
             f"{expression.source}: {expression.expr}"
             for expression in promql_expressions(monitoring_config, TEST_WINDOWS)
-            if not prometheus.query(expression.expr)
+            if not prometheus.query(expression.expr) and (service.aspect_heads or "aspect" not in expression.expr)
         ]
         assert not empty, "expressions without data:\n" + "\n".join(empty)
+        if not service.aspect_heads:
+            assert not prometheus.query(f"{q.ASPECT_PREDICTIONS} or {q.REGION_ASPECT_NEGATIVE_SHORT}")
     finally:
         stop.set()
         sender.join(timeout=5)

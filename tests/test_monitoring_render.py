@@ -58,7 +58,7 @@ def test_render_command_writes_the_same_files(tmp_path, config):
 def test_committed_rules_pass_promtool_check_and_unit_tests():
     check = promtool("check", "rules", "monitoring/rules/sentiment.yml")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 12 rules found" in check.stdout
+    assert "SUCCESS: 16 rules found" in check.stdout
     tests = promtool("test", "rules", *sorted(str(path) for path in (ROOT / "monitoring/tests").glob("*.yml")))
     assert tests.returncode == 0, tests.stdout + tests.stderr
 
@@ -76,7 +76,7 @@ def test_docker_prometheus_config_scrapes_the_app_and_loads_the_rules():
     committed = yaml.safe_load((ROOT / "monitoring/prometheus.yml").read_text())
     assert committed == prometheus_config(["app:8000"], "15s", ["rules/*.yml"])
     check = promtool("check", "config", "monitoring/prometheus.yml")
-    assert check.returncode == 0 and "12 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "16 rules found" in check.stdout, check.stdout + check.stderr
 
 
 def test_every_metric_and_recorded_series_in_the_expressions_exists(config, regions):
@@ -90,6 +90,7 @@ def test_every_metric_and_recorded_series_in_the_expressions_exists(config, regi
     used = {name for expression in expressions for name in re.findall(r"sentiment[a-z0-9_:]*", expression.expr)}
     assert used - series - recorded == set()
     assert {promql.PREDICTIONS, promql.REGION_NEGATIVE_CHANGE, "sentiment_batch_size_bucket"} <= used
+    assert {promql.ASPECT_PREDICTIONS, promql.REGION_ASPECT_NEGATIVE_SHORT} <= used
     assert not [expression for expression in expressions if "$" in expression.expr]  # Grafana variables replaced
 
 
@@ -115,6 +116,8 @@ def test_dashboards_use_the_datasource_variable_and_explain_every_panel(config):
         "Latency p50 / p95 / p99",
         "Label mix: served vs training",
         "Low-confidence predictions",
+        "What is failing where",
+        "What is failing where, over time",
     }
     assert expected <= titles
 

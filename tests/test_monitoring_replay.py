@@ -1,17 +1,30 @@
-"""Traffic replay against a local HTTP server that records what it receives."""
+"""Traffic replay against a local HTTP server that records what it receives, and the generator's
+incidents replayed through the service's metrics and the alert rules (promtool)."""
 
 import json
+import shutil
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pandas as pd
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from helpers import ROOT
 from peru_sentiment.cli.main import app
+from peru_sentiment.data import synthetic
 from peru_sentiment.errors import ConfigError
+from peru_sentiment.model.inputs import aspect_targets
+from peru_sentiment.monitoring import promql as q
 from peru_sentiment.monitoring import replay as player
+from peru_sentiment.monitoring.config import load_monitoring_config
+from peru_sentiment.monitoring.rules import render_rules
+from peru_sentiment.schema import ASPECT_POLARITIES, SERVICE_ASPECTS
+from peru_sentiment.serving.metrics import PredictionRecord, ServiceMetrics
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -130,3 +143,121 @@ def test_failed_requests_are_counted_and_the_command_exits_non_zero(server, tmp_
     assert result.exit_code == 1
     assert "5 items accepted, 1 failed" in result.output
     assert bodies[0][1]["items"][0]["text"] == "fail" and len(bodies[0][1]["items"]) == 1
+
+
+# The README's replay: the default half-year in 30 minutes against rules with the `replay` window set.
+REPLAY_SECONDS = 1800
+STEP_SECONDS = 15  # scrape and rule-evaluation interval of the replayed Prometheus
+
+
+def truth_records(frame: pd.DataFrame) -> list[PredictionRecord]:
+    """A perfect model: each row's true label and the aspects it mentions with their true polarities."""
+    targets = aspect_targets(frame, SERVICE_ASPECTS)
+    return [
+        PredictionRecord(
+            row.label,
+            1.0,
+            row.region,
+            row.channel,
+            row.language,
+            len(row.text),
+            tuple(
+                (aspect, ASPECT_POLARITIES[target])
+                for aspect, target in zip(SERVICE_ASPECTS, found, strict=True)
+                if target > 0
+            ),
+        )
+        for row, found in zip(frame.itertuples(), targets, strict=True)
+    ]
+
+
+def scraped_series(replay_plan: player.ReplayPlan, records: list[PredictionRecord], regions) -> dict[str, list]:
+    """promtool input series: what Prometheus scrapes every STEP_SECONDS from a service that counts ``records``
+    as the plan sends them (``None`` before a series exists)."""
+    metrics = ServiceMetrics({region.code: region.name for region in regions})
+    wanted = {q.PREDICTIONS, q.ASPECT_PREDICTIONS}
+    steps = int(replay_plan.due.max() // STEP_SECONDS) + 2
+    series: dict[str, list] = {}
+    sent = 0
+    for step in range(steps):
+        while sent < len(records) and replay_plan.due[sent] < step * STEP_SECONDS:
+            metrics.observe_predictions([records[sent]])
+            sent += 1
+        for family in text_string_to_metric_families(metrics.render_metrics()[0].decode()):
+            for sample in family.samples:
+                if sample.name in wanted:
+                    labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+                    series.setdefault(f"{sample.name}{{{labels}}}", [None] * step).append(sample.value)
+    return series
+
+
+@pytest.fixture(scope="module")
+def default_corpus(params, regions, phrasebook, vocabulary) -> pd.DataFrame:
+    """The default run's corpus (20,000 rows): the incidents need its volume to pass the alert's minimum."""
+    return synthetic.generate_feedback(params.generate, regions, phrasebook, vocabulary, progress=False)
+
+
+def test_replayed_incidents_fire_the_regional_alert_naming_their_true_aspect(default_corpus, params, regions, tmp_path):
+    """Every incident of ``generate.incidents``, replayed in time order with the true labels and aspects as the
+    predictions: while the alert fires for the incident's region, the aspect it names (the region's driver) is
+    the incident's aspect, and it fires at least once; it never fires for another region."""
+    config = load_monitoring_config(ROOT / "configs/monitoring.yaml")
+    windows = config.window_set("replay")
+    frame = player.select(default_corpus)
+    replay_plan = player.plan(frame, rate=1000, duration=REPLAY_SECONDS)
+    assert [item["id"] for item in replay_plan.items] == frame["feedback_id"].tolist()  # the plan keeps the order
+    series = scraped_series(replay_plan, truth_records(frame), regions)
+
+    start, speedup = frame["timestamp"].min(), (frame["timestamp"].max() - frame["timestamp"].min()).total_seconds()
+    speedup /= REPLAY_SECONDS
+    # The alert can fire until the short window and the pending time have passed the incident's end.
+    lag = int((pd.Timedelta(windows.short) + pd.Timedelta(windows.pending)).total_seconds())
+    tests = []
+    for incident in params.generate.incidents:
+        begins, ends = (
+            int((pd.Timestamp(day) - start).total_seconds() / speedup)
+            for day in (incident.start, incident.end + pd.Timedelta(days=1))
+        )
+        span = ends + lag - begins
+        named = (
+            f'{q.REGION_NEGATIVE_DRIVER}{{region="{incident.region}"}}'
+            f' and on (region) ALERTS{{alertname="RegionalNegativeSpike",alertstate="firing"}}'
+        )
+        tests.append(
+            {
+                "expr": f"count by (aspect, region) (count_over_time(({named})[{span}s:{STEP_SECONDS}s]))",
+                "eval_time": f"{ends + lag}s",
+                "exp_samples": [{"labels": f'{{aspect="{incident.aspect}",region="{incident.region}"}}', "value": 1}],
+            }
+        )
+    fired = f'ALERTS{{alertname="RegionalNegativeSpike",alertstate="firing"}}[{REPLAY_SECONDS}s:{STEP_SECONDS}s]'
+    tests.append(  # and no other region: a perfect model raises no false alarm
+        {
+            "expr": f"count by (region) (count_over_time({fired}))",
+            "eval_time": f"{REPLAY_SECONDS}s",
+            "exp_samples": [
+                {"labels": f'{{region="{region}"}}', "value": 1}
+                for region in sorted({incident.region for incident in params.generate.incidents})
+            ],
+        }
+    )
+    (tmp_path / "rules.yml").write_text(render_rules(config, windows))
+    values = {name: " ".join("_" if value is None else f"{value:g}" for value in row) for name, row in series.items()}
+    unit = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": f"{STEP_SECONDS}s",
+        "tests": [
+            {
+                "interval": f"{STEP_SECONDS}s",
+                "input_series": [{"series": name, "values": row} for name, row in values.items()],
+                "promql_expr_test": tests,
+            }
+        ],
+    }
+    (tmp_path / "replay_test.yml").write_text(yaml.safe_dump(unit, width=10**9))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: `make test` installs it (Debian package prometheus)"
+    result = subprocess.run(
+        [promtool, "test", "rules", "replay_test.yml"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

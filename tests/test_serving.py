@@ -449,3 +449,4 @@ def test_metrics_count_predictions_with_bounded_labels_and_errors(client):
     assert 'sentiment_model_info{checkpoint="tiny",version="tiny-0"} 1.0' in exposition
     assert 'sentiment_training_label_share{label="positive"} 0.5' in exposition
     assert "sentiment_batch_size_count" in exposition
+    assert "sentiment_aspect_predictions_total{" not in exposition  # a model without aspect heads: no series

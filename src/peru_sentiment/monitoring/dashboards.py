@@ -16,6 +16,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
+    DataTransformerConfig,
     DynamicConfigValue,
     Threshold,
     ThresholdsMode,
@@ -127,6 +128,35 @@ def _bars(title: str, description: str, unit: str, expr: str, legend: str) -> ba
     )
 
 
+def _failing_where(config: MonitoringConfig) -> table.Panel:
+    """Negative share by aspect x region over the dashboard's range: a region per row, an aspect per column
+    (Grafana's grouping-to-matrix names the first column ``region\\aspect``; it stays uncoloured)."""
+    spike = config.regional_spike.threshold
+    matrix = DataTransformerConfig(
+        id_val="groupingToMatrix",
+        options={"rowField": "region", "columnField": "aspect", "valueField": "Value", "emptyValue": "null"},
+    )
+    return (
+        table.Panel()
+        .title("What is failing where")
+        .description(
+            "Share of each region's feedback in the selected range with a complaint about each aspect (texts can "
+            f"complain about several). Red from {spike:.0%}. Empty without a model with aspect heads."
+        )
+        .datasource(DATASOURCE)
+        .unit("percentunit")
+        .height(10)
+        .span(24)
+        .cell_options(
+            common_models.TableColoredBackgroundCellOptions(mode=common_models.TableCellBackgroundDisplayMode.GRADIENT)
+        )
+        .thresholds(_thresholds((None, "green"), (spike / 2, "orange"), (spike, "red")))
+        .override_by_name("region\\aspect", [DynamicConfigValue(id_val="custom.cellOptions", value={"type": "auto"})])
+        .with_target(_target(q.aspect_negative_share(RANGE, REGION), instant=True).format(PromQueryFormat.TABLE))
+        .with_transformation(matrix)
+    )
+
+
 def _net_score(group: str, scope: str) -> str:
     """(positive − negative) / all feedback in ``scope`` over the dashboard's range, per ``group``."""
     positive = q.share_by(group, 'label="positive"', RANGE, scope)
@@ -228,6 +258,17 @@ def _regions(config: MonitoringConfig) -> dashboard.Dashboard:
                 ).span(24),
                 "B",
             )
+        )
+        .with_panel(_failing_where(config))
+        .with_panel(
+            _timeseries(
+                "What is failing where, over time",
+                "Share of each selected region's feedback in the recent window with a complaint about each aspect "
+                "(region and aspect per line). The aspect whose line rises most against its baseline is the one "
+                "the regional alert names.",
+                "percentunit",
+                _target(f"{q.REGION_ASPECT_NEGATIVE_SHORT}{{{REGION}}} > 0", "{{region}} {{aspect}}"),
+            ).span(24)
         )
         .with_panel(
             _timeseries(

@@ -11,6 +11,7 @@ rendered for any window set.
 from __future__ import annotations
 
 PREDICTIONS = "sentiment_predictions_total"
+ASPECT_PREDICTIONS = "sentiment_aspect_predictions_total"
 REQUESTS = "sentiment_http_requests_total"
 DURATION = "sentiment_http_request_duration_seconds"
 IN_FLIGHT = "sentiment_http_requests_in_flight"
@@ -25,6 +26,10 @@ REGION_VOLUME = "sentiment:region_predictions:short"
 REGION_NEGATIVE_SHORT = "sentiment:region_negative_share:short"
 REGION_NEGATIVE_BASELINE = "sentiment:region_negative_share:baseline"
 REGION_NEGATIVE_CHANGE = "sentiment:region_negative_share:change"
+REGION_ASPECT_NEGATIVE_SHORT = "sentiment:region_aspect_negative_share:short"
+REGION_ASPECT_NEGATIVE_BASELINE = "sentiment:region_aspect_negative_share:baseline"
+REGION_ASPECT_NEGATIVE_CHANGE = "sentiment:region_aspect_negative_share:change"
+REGION_NEGATIVE_DRIVER = "sentiment:region_negative_driver:change"
 LABEL_SHARE = "sentiment:label_share:short"
 LABEL_DRIFT = "sentiment:label_distribution_tvd:short"
 ERROR_RATIO = "sentiment:http_error_ratio:short"
@@ -58,6 +63,24 @@ def share_by(group: str, selector: str, window: str, scope: str = "") -> str:
     total = increase_by(group, window, scope)
     part = increase_by(group, window, ",".join(matcher for matcher in (selector, scope) if matcher))
     return f"({part} or 0 * {total}) / ({total} > 0)"
+
+
+def aspect_negative_share(window: str, scope: str = "") -> str:
+    """Share of a region's predictions (in ``scope``) with a negative opinion on each aspect, per aspect and region.
+
+    The denominator is all of the region's predictions: 0.4 means that 40% of the region's
+    feedback complains about the aspect. An aspect mentioned in the region but never
+    negatively gets 0 rather than no value.
+    """
+    negative = _aspect_increase(window, ",".join(part for part in ('polarity="negative"', scope) if part))
+    total = increase_by("region", window, scope)
+    return f"({negative} or 0 * {_aspect_increase(window, scope)}) / on (region) group_left () ({total} > 0)"
+
+
+def _aspect_increase(window: str, selector: str) -> str:
+    """Aspect opinions in ``window`` matching ``selector``, summed by aspect and region."""
+    matcher = f"{{{selector}}}" if selector else ""
+    return f"sum by (aspect, region) (increase({ASPECT_PREDICTIONS}{matcher}[{window}]))"
 
 
 def quantile(q: float, metric: str, window: str, group: str = "", selector: str = "") -> str:

@@ -4,7 +4,8 @@ The web app creates one :class:`ServiceMetrics` per process and calls it:
 
 - ``observe_request(endpoint, method, status, seconds)`` after every request, inside ``track_in_flight()``;
 - ``observe_batch(size)`` for every micro-batch run through the model;
-- ``observe_predictions(records)`` with one :class:`PredictionRecord` per prediction;
+- ``observe_predictions(records)`` with one :class:`PredictionRecord` per prediction (with the
+  aspects the model found, when it has aspect heads);
 - ``record_error(kind)`` for every error answer (kinds in ``errors.ERROR_KINDS``, anything else is ``other``);
 - ``set_model(version, checkpoint, label_distribution)`` when a model bundle is loaded;
 - ``render_metrics()`` for ``GET /metrics``.
@@ -14,6 +15,9 @@ import this module: every worker then writes its values to files there, ``render
 aggregates them with ``MultiProcessCollector``, and the gunicorn config calls
 :func:`reset_multiprocess_dir` in ``on_starting`` and uses :func:`child_exit` as its
 ``child_exit`` hook.
+
+Aspect opinions are counted by aspect, polarity and region in their own series, which exists
+only once a model with aspect heads has predicted.
 
 Region, channel and language come from the request, so they are reduced to fixed sets
 (:func:`normalize_region`, :func:`normalize_channel`, :func:`normalize_language`): raw input
@@ -42,7 +46,7 @@ from prometheus_client import (
 
 from peru_sentiment.monitoring import promql as names
 from peru_sentiment.regions import region_code, region_lookup
-from peru_sentiment.schema import CHANNELS, LABELS, LANGUAGES
+from peru_sentiment.schema import ASPECT_POLARITIES, CHANNELS, LABELS, LANGUAGES, SERVICE_ASPECTS
 from peru_sentiment.serving.errors import ERROR_KINDS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -50,6 +54,8 @@ UNKNOWN = "unknown"
 OTHER = "other"
 # The label values of sentiment_errors_total: the API's error kinds, and `other` for anything unexpected.
 ERROR_TYPES: tuple[str, ...] = (*ERROR_KINDS, OTHER)
+# The polarities of a detected aspect: the aspect heads' classes but "absent".
+ASPECT_OPINIONS: tuple[str, ...] = ASPECT_POLARITIES[1:]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # Bucket boundaries are part of each metric's definition: dashboards and rules query them.
@@ -61,7 +67,11 @@ TEXT_LENGTH_BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120)
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    """What the metrics need to know about one prediction; region, channel and language as received."""
+    """What the metrics need to know about one prediction; region, channel and language as received.
+
+    ``aspects`` holds an (aspect, polarity) pair per aspect the model found in the text,
+    whatever the request asked to see.
+    """
 
     label: str
     confidence: float
@@ -69,6 +79,7 @@ class PredictionRecord:
     channel: str | None
     language: str | None
     text_length: int
+    aspects: tuple[tuple[str, str], ...] = ()
 
 
 def normalize_region(value: str | None, regions: Mapping[str, str]) -> str:
@@ -135,6 +146,12 @@ class ServiceMetrics:
             ["label", "region", "channel", "language"],
             registry=self.registry,
         )
+        self.aspect_predictions = Counter(
+            names.ASPECT_PREDICTIONS,
+            "Aspects found in predicted texts, by aspect, polarity and region (models with aspect heads only).",
+            ["aspect", "polarity", "region"],
+            registry=self.registry,
+        )
         self.confidence = Histogram(
             names.CONFIDENCE,
             "Probability of the predicted label, by label.",
@@ -182,12 +199,17 @@ class ServiceMetrics:
         self.batch_size.observe(size)
 
     def observe_predictions(self, records: Iterable[PredictionRecord]) -> None:
-        """Count predictions with bounded labels; record their confidence and text length."""
+        """Count predictions and their aspects with bounded labels; record their confidence and text length."""
         for record in records:
             if record.label not in LABELS:
                 raise ValueError(f"unknown label {record.label!r}; the model predicts {', '.join(LABELS)}")
+            for aspect, polarity in record.aspects:
+                if aspect not in SERVICE_ASPECTS or polarity not in ASPECT_OPINIONS:
+                    raise ValueError(f"unknown aspect opinion {aspect!r}: {polarity!r}")
             region, channel = normalize_region(record.region, self.regions), normalize_channel(record.channel)
             self.predictions.labels(record.label, region, channel, normalize_language(record.language)).inc()
+            for aspect, polarity in record.aspects:
+                self.aspect_predictions.labels(aspect, polarity, region).inc()
             self.confidence.labels(record.label).observe(record.confidence)
             self.text_length.observe(record.text_length)
 

@@ -112,6 +112,9 @@ class PredictionService:
     ) -> list[dict]:
         """One result per item, in order; the metrics count each by label, region, channel and language.
 
+        The metrics also count every aspect the model finds, whatever ``aspects`` asks to see:
+        monitoring does not depend on what clients choose to read.
+
         With aspect heads each result lists the aspects found (``aspects``: true for all, false for
         none, or the names to look for). With a store, the items are queued for it under ``request_id``
         before this returns (:class:`~peru_sentiment.store.writer.StoreBusy` when its queue stays full).
@@ -136,9 +139,12 @@ class PredictionService:
         if aspect_probabilities is not None and aspects is not False:
             for result, found in zip(results, aspect_probabilities, strict=True):
                 result["aspects"] = self.findings(found, heads)
+        opinions = self.opinions(aspect_probabilities, len(items))
         self.metrics.observe_predictions(
-            PredictionRecord(result["label"], float(row.max()), item.region, item.channel, language, len(text))
-            for result, row, item, language, text in zip(results, probabilities, items, languages, texts, strict=True)
+            PredictionRecord(result["label"], float(row.max()), item.region, item.channel, language, len(text), found)
+            for result, row, item, language, text, found in zip(
+                results, probabilities, items, languages, texts, opinions, strict=True
+            )
         )
         if self.store is not None:
             self.store.submit(
@@ -161,6 +167,19 @@ class PredictionService:
                 )
             )
         return results
+
+    def opinions(self, aspect_probabilities: np.ndarray | None, count: int) -> list[tuple[tuple[str, str], ...]]:
+        """(aspect, polarity) of every aspect found in each of ``count`` texts; none without aspect heads."""
+        if aspect_probabilities is None:
+            return [()] * count
+        return [
+            tuple(
+                (self.bundle.aspects[head], ASPECT_POLARITIES[polarity])
+                for head, polarity in enumerate(row)
+                if polarity
+            )
+            for row in aspect_probabilities.argmax(axis=-1)
+        ]
 
     def findings(self, aspect_probabilities: np.ndarray, heads: list[int]) -> list[dict]:
         """The detected aspects (most probable polarity not absent) of one text, with polarity and confidence."""
