@@ -1,4 +1,4 @@
-"""Tables the report derives from the predictions: data card, mistakes, explained sample, incidents."""
+"""Tables the report derives from the predictions: data card, mistakes, explained sample, incidents, aspects."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pandas as pd
 
 from peru_sentiment.config import ReportParams
 from peru_sentiment.data.card import BREAKDOWNS, feedback_counts
+from peru_sentiment.schema import predicted_aspect_column, true_aspect_column
 
 NEGATIVE = "negative"
+ABSENT = "absent"
 
 
 def data_card(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -84,6 +86,114 @@ def incident_visibility(scored: pd.DataFrame, events: list[dict], params: Report
             }
         )
     return results
+
+
+def negative_aspect_column(aspect: str) -> str:
+    """Column of the incident rows saying whether the model reads the aspect as negative in the text."""
+    return f"negative_{aspect}"
+
+
+def incident_attribution(scored: pd.DataFrame, events: list[dict], aspects: list[str]) -> list[dict]:
+    """Per incident, the aspect the model blames, next to the true one.
+
+    The blamed aspect is the one whose predicted negative share (texts whose ``negative_<aspect>``
+    column is true) rises most from the region's baseline rows to the rows inside the window; none
+    when no aspect rises (or either side has no rows). ``attributed``: the blamed aspect is the
+    incident's. ``aspect_rises`` holds every aspect's rise, in share points (0..1).
+    """
+    results = []
+    for number, event in enumerate(events):
+        rows = scored[scored["incident"] == number]
+        inside, outside = rows[rows["in_window"]], rows[~rows["in_window"]]
+        rises = {
+            aspect: float(inside[column].mean() - outside[column].mean()) if len(inside) and len(outside) else math.nan
+            for aspect, column in ((aspect, negative_aspect_column(aspect)) for aspect in aspects)
+        }
+        rising = {aspect: rise for aspect, rise in rises.items() if rise > 0}
+        blamed = max(rising, key=rising.get) if rising else None
+        results.append(
+            {
+                "blamed_aspect": blamed,
+                "blamed_rise": rises[blamed] if blamed else math.nan,
+                "true_aspect_rise": rises.get(event["aspect"], math.nan),
+                "attributed": blamed == event["aspect"],
+                "aspect_rises": rises,
+            }
+        )
+    return results
+
+
+def aspect_scores_table(scores: dict) -> pd.DataFrame:
+    """One row per aspect and one for all of them (micro): test mentions, detection and polarity scores.
+
+    `scores` is the evaluation's ``aspects`` block (``evaluation.metrics.aspect_metrics``).
+    """
+    rows = {
+        aspect: {
+            "mentions": values["present"],
+            "detected": values["detected"],
+            "precision": values["precision"],
+            "recall": values["recall"],
+            "F1": values["f1"],
+            "polarity texts": values["polarity"]["cells"],
+            "polarity macro-F1": values["polarity"]["macro_f1"],
+        }
+        for aspect, values in scores["per_aspect"].items()
+    }
+    per_aspect = pd.DataFrame(rows).T
+    rows["all aspects (micro)"] = {
+        "mentions": per_aspect["mentions"].sum(),
+        "detected": per_aspect["detected"].sum(),
+        "precision": scores["detection"]["precision"],
+        "recall": scores["detection"]["recall"],
+        "F1": scores["detection"]["f1"],
+        "polarity texts": scores["polarity"]["cells"],
+        "polarity macro-F1": scores["polarity"]["macro_f1"],
+    }
+    return pd.DataFrame(rows).T
+
+
+def aspect_breakdown_table(by_group: dict) -> pd.DataFrame:
+    """One row per group (e.g. language): texts with aspect truth, detection P/R/F1, polarity macro-F1."""
+    columns = {
+        "rows": "texts",
+        "precision": "precision",
+        "recall": "recall",
+        "f1": "F1",
+        "polarity_macro_f1": "polarity macro-F1",
+    }
+    return pd.DataFrame(by_group).T.reindex(columns=list(columns)).rename(columns=columns)
+
+
+def aspect_examples(predictions: pd.DataFrame, aspects: list[str], count: int, seed: int) -> pd.DataFrame:
+    """Up to `count` test texts that mention an aspect, about half read right on every aspect and half not.
+
+    Columns ``text``, ``true`` and ``predicted`` (the aspects found, as "aspect: polarity" lists)
+    and ``correct``; only rows with aspect truth.
+    """
+    true_columns = [true_aspect_column(aspect) for aspect in aspects]
+    predicted_columns = [predicted_aspect_column(aspect) for aspect in aspects]
+    with_truth = predictions.dropna(subset=true_columns)
+    true, predicted = with_truth[true_columns].to_numpy(), with_truth[predicted_columns].to_numpy()
+    frame = pd.DataFrame(
+        {
+            "text": with_truth["text"].to_numpy(),
+            "true": [_found(aspects, row) for row in true],
+            "predicted": [_found(aspects, row) for row in predicted],
+            "correct": (true == predicted).all(axis=1),
+        }
+    )
+    frame = frame[frame["true"] != ""].sample(frac=1, random_state=seed)
+    right, wrong = frame[frame["correct"]], frame[~frame["correct"]]
+    take_wrong = min(len(wrong), max(count - len(right), count // 2))
+    return pd.concat([right.head(count - take_wrong), wrong.head(take_wrong)], ignore_index=True)
+
+
+def _found(aspects: list[str], polarities) -> str:
+    """ "delivery_time: negative, courier: positive" for the aspects not absent."""
+    return ", ".join(
+        f"{aspect}: {polarity}" for aspect, polarity in zip(aspects, polarities, strict=True) if polarity != ABSENT
+    )
 
 
 def _share(labels: pd.Series) -> float:
