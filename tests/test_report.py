@@ -226,7 +226,8 @@ def test_aspect_tables_and_examples_from_the_evaluation():
 
 def test_the_smoke_report_has_the_aspects_section_and_blames_an_aspect_per_incident(smoke_project):
     events = json.loads((smoke_project / "data/raw/synthetic_events.json").read_text())
-    incidents = json.loads((smoke_project / "reports/incidents.json").read_text())
+    text = (smoke_project / "reports/incidents.json").read_text()
+    incidents = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
     assert incidents["incidents"] == len(events) and 0 <= incidents["attributed"] <= len(events)
     for event, item in zip(events, incidents["by_incident"].values(), strict=True):
         assert item["aspect"] == event["aspect"]

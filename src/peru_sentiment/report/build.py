@@ -10,6 +10,7 @@ aspect the model blames (also in ``incidents.json``, a DVC metrics file).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,12 +125,23 @@ def aspects_context(scores: dict | None, predictions: pd.DataFrame, params: Para
 
 
 def incidents_summary(visibility: list[dict]) -> dict:
-    """The incidents file: counts, then per incident (region/aspect/start) what the report found."""
+    """The incidents file: counts, then per incident (region/aspect/start) what the report found.
+
+    Shares that cannot be computed (no texts on one side of the window) are null.
+    """
     summary = {"incidents": len(visibility), "visible": sum(item["visible"] for item in visibility)}
     if any("attributed" in item for item in visibility):
         summary["attributed"] = sum(item["attributed"] for item in visibility)
-    summary["by_incident"] = {f"{item['region']}/{item['aspect']}/{item['start']}": item for item in visibility}
+    summary["by_incident"] = {
+        f"{item['region']}/{item['aspect']}/{item['start']}": _nan_to_none(item) for item in visibility
+    }
     return summary
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 class ModelCardText(BaseModel):
