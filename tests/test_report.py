@@ -12,6 +12,7 @@ from playwright.sync_api import sync_playwright
 from peru_sentiment.report import analysis
 from peru_sentiment.report.build import SECTIONS
 from peru_sentiment.report.render import highlight
+from peru_sentiment.schema import aspect_column
 
 
 def inspect_in_chromium(html, screenshot) -> dict:
@@ -163,13 +164,17 @@ def _aspect_scored(negative_rows: dict[str, tuple[int, int]], rows: int = 50) ->
 def test_the_model_blames_the_aspect_whose_negative_share_rises_most_not_the_most_negative_one():
     # food quality is the most criticised aspect in the region all along, but delivery time is what rises
     scored = _aspect_scored({"food_quality": (30, 28), "delivery_time": (25, 5), "courier": (10, 4)})
+    # the generator's truth: 40 of the 50 texts inside complain about delivery time, 10 of 50 outside
+    complaints = np.where(np.arange(50) < 40, -1, 1).tolist() + np.where(np.arange(50) < 10, -1, pd.NA).tolist()
+    scored[aspect_column("delivery_time")] = pd.array(complaints, dtype="Int8")
     result = analysis.incident_attribution(scored, [EVENT], ["food_quality", "delivery_time", "courier"])[0]
     assert result["blamed_aspect"] == "delivery_time" and result["attributed"] is True
-    assert result["blamed_rise"] == pytest.approx(0.4) and result["true_aspect_rise"] == pytest.approx(0.4)
+    assert result["blamed_rise"] == pytest.approx(0.4) and result["true_rise"] == pytest.approx(0.6)
     assert result["aspect_rises"] == pytest.approx({"food_quality": 0.04, "delivery_time": 0.4, "courier": 0.12})
 
     wrong = analysis.incident_attribution(scored, [{**EVENT, "aspect": "courier"}], ["food_quality", "delivery_time"])
     assert wrong[0]["blamed_aspect"] == "delivery_time" and wrong[0]["attributed"] is False
+    assert np.isnan(wrong[0]["true_rise"])  # no truth column for the courier
 
 
 def test_no_aspect_is_blamed_when_none_rises_or_a_side_has_no_rows():

@@ -9,7 +9,8 @@ import pandas as pd
 
 from peru_sentiment.config import ReportParams
 from peru_sentiment.data.card import BREAKDOWNS, feedback_counts
-from peru_sentiment.schema import predicted_aspect_column, true_aspect_column
+from peru_sentiment.model.inputs import aspect_targets
+from peru_sentiment.schema import ASPECT_POLARITIES, predicted_aspect_column, true_aspect_column
 
 NEGATIVE = "negative"
 ABSENT = "absent"
@@ -99,28 +100,38 @@ def incident_attribution(scored: pd.DataFrame, events: list[dict], aspects: list
     The blamed aspect is the one whose predicted negative share (texts whose ``negative_<aspect>``
     column is true) rises most from the region's baseline rows to the rows inside the window; none
     when no aspect rises (or either side has no rows). ``attributed``: the blamed aspect is the
-    incident's. ``aspect_rises`` holds every aspect's rise, in share points (0..1).
+    incident's. ``aspect_rises`` holds every aspect's predicted rise, in share points (0..1), and
+    ``true_rise`` the rise of the incident aspect's true negative share (generator's truth, rows
+    with truth only; NaN without).
     """
     results = []
     for number, event in enumerate(events):
         rows = scored[scored["incident"] == number]
-        inside, outside = rows[rows["in_window"]], rows[~rows["in_window"]]
-        rises = {
-            aspect: float(inside[column].mean() - outside[column].mean()) if len(inside) and len(outside) else math.nan
-            for aspect, column in ((aspect, negative_aspect_column(aspect)) for aspect in aspects)
-        }
+        inside = rows["in_window"].to_numpy(bool)
+        rises = {aspect: _rise(rows[negative_aspect_column(aspect)], inside) for aspect in aspects}
         rising = {aspect: rise for aspect, rise in rises.items() if rise > 0}
         blamed = max(rising, key=rising.get) if rising else None
+        truth = aspect_targets(rows, [event["aspect"]])[:, 0]
+        true_negative = pd.Series(truth == ASPECT_POLARITIES.index(NEGATIVE)).where(truth >= 0)
         results.append(
             {
                 "blamed_aspect": blamed,
                 "blamed_rise": rises[blamed] if blamed else math.nan,
-                "true_aspect_rise": rises.get(event["aspect"], math.nan),
                 "attributed": blamed == event["aspect"],
+                "true_rise": _rise(true_negative, inside),
                 "aspect_rises": rises,
             }
         )
     return results
+
+
+def _rise(values: pd.Series, inside: np.ndarray) -> float:
+    """Mean of `values` inside the window minus outside it (NaN values left out); NaN when a side has none."""
+    values = pd.Series(values).astype(float).to_numpy()
+    inside_mean, outside_mean = (
+        float(np.nanmean(part)) if np.isfinite(part).any() else math.nan for part in (values[inside], values[~inside])
+    )
+    return inside_mean - outside_mean
 
 
 def aspect_scores_table(scores: dict) -> pd.DataFrame:
