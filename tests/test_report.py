@@ -177,10 +177,13 @@ def test_the_model_blames_the_aspect_whose_negative_share_rises_most_not_the_mos
     assert np.isnan(wrong[0]["true_rise"])  # no truth column for the courier
 
 
-def test_no_aspect_is_blamed_when_none_rises_or_a_side_has_no_rows():
+def test_no_aspect_is_blamed_when_none_rises_several_rise_alike_or_a_side_has_no_rows():
     falling = _aspect_scored({"delivery_time": (5, 25), "courier": (10, 10)})
     result = analysis.incident_attribution(falling, [EVENT], ["delivery_time", "courier"])[0]
     assert result["blamed_aspect"] is None and result["attributed"] is False
+    # one text inside reads negative on every aspect: all rise alike, the true one is not singled out
+    alike = _aspect_scored({"delivery_time": (1, 0), "courier": (1, 0)})
+    assert analysis.incident_attribution(alike, [EVENT], ["delivery_time", "courier"])[0]["blamed_aspect"] is None
     empty = analysis.incident_attribution(falling[falling["in_window"]], [EVENT], ["delivery_time"])[0]
     assert empty["blamed_aspect"] is None and np.isnan(empty["aspect_rises"]["delivery_time"])
 

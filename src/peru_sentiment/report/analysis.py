@@ -99,7 +99,7 @@ def incident_attribution(scored: pd.DataFrame, events: list[dict], aspects: list
 
     The blamed aspect is the one whose predicted negative share (texts whose ``negative_<aspect>``
     column is true) rises most from the region's baseline rows to the rows inside the window; none
-    when no aspect rises (or either side has no rows). ``attributed``: the blamed aspect is the
+    when no aspect rises, several rise most alike, or either side has no rows. ``attributed``: the blamed aspect is the
     incident's. ``aspect_rises`` holds every aspect's predicted rise, in share points (0..1), and
     ``true_rise`` the rise of the incident aspect's true negative share (generator's truth, rows
     with truth only; NaN without).
@@ -110,7 +110,9 @@ def incident_attribution(scored: pd.DataFrame, events: list[dict], aspects: list
         inside = rows["in_window"].to_numpy(bool)
         rises = {aspect: _rise(rows[negative_aspect_column(aspect)], inside) for aspect in aspects}
         rising = {aspect: rise for aspect, rise in rises.items() if rise > 0}
-        blamed = max(rising, key=rising.get) if rising else None
+        top = max(rising.values(), default=math.nan)
+        leaders = [aspect for aspect, rise in rising.items() if math.isclose(rise, top)]
+        blamed = leaders[0] if len(leaders) == 1 else None
         truth = aspect_targets(rows, [event["aspect"]])[:, 0]
         true_negative = pd.Series(truth == ASPECT_POLARITIES.index(NEGATIVE)).where(truth >= 0)
         results.append(
