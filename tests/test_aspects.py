@@ -9,10 +9,16 @@ import pandas as pd
 import pytest
 
 from helpers import new_fine_tuner, toy_feedback
-from peru_sentiment.evaluation.metrics import aspect_metrics
+from peru_sentiment.evaluation.metrics import aspect_breakdown, aspect_metrics
 from peru_sentiment.model.inputs import aspect_targets
 from peru_sentiment.model.predictor import SETTINGS_FILE, SentimentPredictor
-from peru_sentiment.schema import ASPECT_POLARITIES, SYNTHETIC_SOURCE, aspect_column
+from peru_sentiment.schema import (
+    ASPECT_POLARITIES,
+    SYNTHETIC_SOURCE,
+    aspect_column,
+    predicted_aspect_column,
+    true_aspect_column,
+)
 from peru_sentiment.training.trainer import masked_aspect_loss
 
 TOY_ASPECTS = ("delivery_time", "food_quality")
@@ -144,14 +150,23 @@ def test_evaluation_adds_aspect_scores_on_the_rows_with_truth(aspect_trained, pa
     for name, seed in (("train", 1), ("validation", 2), ("test", 3)):
         frame = toy_aspect_feedback(60, seed).assign(language="es", region="PE-LIM", channel="survey")
         splits[name] = frame.assign(text_classical=frame["text"], emotion_score=0.0)
-    headline, full, _ = evaluate_model(predictor, splits, params.evaluate)
+    splits["test"] = splits["test"].assign(language=np.where(np.arange(60) % 3, "es", "en"))
+    headline, full, predictions = evaluate_model(predictor, splits, params.evaluate)
     test = splits["test"]
-    expected = aspect_metrics(
-        aspect_targets(test, TOY_ASPECTS),
-        predictor.predict_with_aspects(test["text"].tolist())[1].argmax(axis=2),
-        TOY_ASPECTS,
-    )
-    assert full["test"]["model"]["aspects"] == expected
+    truth = aspect_targets(test, TOY_ASPECTS)
+    predicted = predictor.predict_with_aspects(test["text"].tolist())[1].argmax(axis=2)
+    expected = aspect_metrics(truth, predicted, TOY_ASPECTS)
+    scores = dict(full["test"]["model"]["aspects"])
+    breakdowns = scores.pop("breakdowns")
+    assert scores == expected
+    assert breakdowns["language"] == aspect_breakdown(test["language"], truth, predicted)
+    assert sum(group["rows"] for group in breakdowns["language"].values()) == 48
+    assert set(breakdowns) == {"language", "region", "channel"}
+    # the test predictions carry each aspect's true and predicted polarity by name
+    rows = predictions["test"]
+    names = np.asarray(ASPECT_POLARITIES)
+    assert rows[predicted_aspect_column("food_quality")].tolist() == names[predicted[:, 1]].tolist()
+    assert rows[true_aspect_column("delivery_time")].isna().sum() == 12
     assert expected["rows"] == 48  # the 12 "real" test rows carry no aspect truth
     aspects = headline["test"]["aspects"]
     assert aspects["detection_micro_f1"] == expected["detection"]["f1"]
@@ -193,6 +208,25 @@ def test_aspect_metrics_against_hand_computed_values():
     assert (food["present"], food["detected"]) == (2, 2)
     assert food["precision"] == pytest.approx(0.5) and food["recall"] == pytest.approx(0.5)
     assert food["polarity"] == pytest.approx({"cells": 1, "macro_f1": 1.0, "accuracy": 1.0})
+    # confusion: true (rows) x predicted (columns) over absent, negative, neutral, positive
+    assert result["polarities"] == list(ASPECT_POLARITIES)
+    assert delivery["confusion"] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]]
+    assert food["confusion"] == [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
+
+
+def test_aspect_breakdown_against_hand_computed_values():
+    truth = np.array([[1, 0], [3, 2], [0, 3], [-1, -1]])
+    predicted = np.array([[1, 3], [2, 2], [0, 0], [3, 3]])
+    result = aspect_breakdown(["es", "en", "es", "en"], truth, predicted)
+    # es: rows 0 and 2; present (0,a) (2,b), detected (0,a) (0,b), both (0,a); polarity: one cell, right
+    assert result["es"] == pytest.approx(
+        {"rows": 2, "precision": 0.5, "recall": 0.5, "f1": 0.5, "polarity_cells": 1, "polarity_macro_f1": 1.0}
+    )
+    # en: row 1 only (row 3 has no truth); both cells found; polarity (pos, neu) as (neu, neu): (0 + 2/3) / 2
+    assert result["en"] == pytest.approx(
+        {"rows": 1, "precision": 1.0, "recall": 1.0, "f1": 1.0, "polarity_cells": 2, "polarity_macro_f1": 1 / 3}
+    )
+    assert list(aspect_breakdown(["es", "es", "es", "pt"], truth, predicted)) == ["es"]  # pt: no row with truth
 
 
 def test_the_sweep_scores_trials_of_the_multi_task_classifier_by_overall_macro_f1(

@@ -12,6 +12,7 @@ from playwright.sync_api import sync_playwright
 from peru_sentiment.report import analysis
 from peru_sentiment.report.build import SECTIONS
 from peru_sentiment.report.render import highlight
+from peru_sentiment.schema import aspect_column
 
 
 def inspect_in_chromium(html, screenshot) -> dict:
@@ -146,3 +147,138 @@ def test_a_model_card_statement_with_an_unquoted_colon_is_a_config_error(params,
     report = params.report.model_copy(update={"model_card": path})
     with pytest.raises(ConfigError, match="intended_use"):
         model_card_context(params.model_copy(update={"report": report}), {}, {}, {})
+
+
+def _aspect_scored(negative_rows: dict[str, tuple[int, int]], rows: int = 50) -> pd.DataFrame:
+    """One incident: `rows` texts inside and outside the window; per aspect (inside, outside) texts read negative."""
+    frames = []
+    for in_window in (True, False):
+        columns = {
+            analysis.negative_aspect_column(aspect): np.arange(rows) < counts[0 if in_window else 1]
+            for aspect, counts in negative_rows.items()
+        }
+        frames.append(pd.DataFrame({"incident": 0, "in_window": in_window, **columns}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_model_blames_the_aspect_whose_negative_share_rises_most_not_the_most_negative_one():
+    # food quality is the most criticised aspect in the region all along, but delivery time is what rises
+    scored = _aspect_scored({"food_quality": (30, 28), "delivery_time": (25, 5), "courier": (10, 4)})
+    # the generator's truth: 40 of the 50 texts inside complain about delivery time, 10 of 50 outside
+    complaints = np.where(np.arange(50) < 40, -1, 1).tolist() + np.where(np.arange(50) < 10, -1, pd.NA).tolist()
+    scored[aspect_column("delivery_time")] = pd.array(complaints, dtype="Int8")
+    result = analysis.incident_attribution(scored, [EVENT], ["food_quality", "delivery_time", "courier"])[0]
+    assert result["blamed_aspect"] == "delivery_time" and result["attributed"] is True
+    assert result["blamed_rise"] == pytest.approx(0.4) and result["true_rise"] == pytest.approx(0.6)
+    assert result["aspect_rises"] == pytest.approx({"food_quality": 0.04, "delivery_time": 0.4, "courier": 0.12})
+
+    wrong = analysis.incident_attribution(scored, [{**EVENT, "aspect": "courier"}], ["food_quality", "delivery_time"])
+    assert wrong[0]["blamed_aspect"] == "delivery_time" and wrong[0]["attributed"] is False
+    assert np.isnan(wrong[0]["true_rise"])  # no truth column for the courier
+
+
+def test_no_aspect_is_blamed_when_none_rises_several_rise_alike_or_a_side_has_no_rows():
+    falling = _aspect_scored({"delivery_time": (5, 25), "courier": (10, 10)})
+    result = analysis.incident_attribution(falling, [EVENT], ["delivery_time", "courier"])[0]
+    assert result["blamed_aspect"] is None and result["attributed"] is False
+    # one text inside reads negative on every aspect: all rise alike, the true one is not singled out
+    alike = _aspect_scored({"delivery_time": (1, 0), "courier": (1, 0)})
+    assert analysis.incident_attribution(alike, [EVENT], ["delivery_time", "courier"])[0]["blamed_aspect"] is None
+    empty = analysis.incident_attribution(falling[falling["in_window"]], [EVENT], ["delivery_time"])[0]
+    assert empty["blamed_aspect"] is None and np.isnan(empty["aspect_rises"]["delivery_time"])
+
+
+def test_aspect_tables_and_examples_from_the_evaluation():
+    from peru_sentiment.schema import predicted_aspect_column, true_aspect_column
+
+    def scores(present, detected, f1, cells):
+        return {
+            "present": present,
+            "detected": detected,
+            "precision": f1,
+            "recall": f1,
+            "f1": f1,
+            "polarity": {"cells": cells, "macro_f1": 0.5},
+        }
+
+    block = {
+        "detection": {"precision": 0.9, "recall": 0.8, "f1": 0.85},
+        "polarity": {"cells": 7, "macro_f1": 0.75},
+        "per_aspect": {"delivery_time": scores(6, 5, 0.9, 4), "courier": scores(4, 3, 0.7, 3)},
+    }
+    table = analysis.aspect_scores_table(block)
+    assert list(table.index) == ["delivery_time", "courier", "all aspects (micro)"]
+    assert table.loc["all aspects (micro)", ["mentions", "detected", "F1", "polarity texts"]].tolist() == [
+        10,
+        8,
+        0.85,
+        7,
+    ]
+
+    aspects = ["delivery_time", "courier"]
+    predictions = pd.DataFrame(
+        {
+            "text": ["llegó tarde", "el motorizado amable", "hola", "sin verdad"],
+            true_aspect_column("delivery_time"): ["negative", "absent", "absent", None],
+            true_aspect_column("courier"): ["absent", "positive", "absent", None],
+            predicted_aspect_column("delivery_time"): ["negative", "absent", "absent", "negative"],
+            predicted_aspect_column("courier"): ["absent", "neutral", "absent", "absent"],
+        }
+    )
+    examples = analysis.aspect_examples(predictions, aspects, count=4, seed=0).set_index("text")
+    # "hola" mentions no aspect and "sin verdad" has no truth: neither is an example
+    assert sorted(examples.index) == ["el motorizado amable", "llegó tarde"]
+    assert examples.loc["llegó tarde"].tolist() == ["delivery_time: negative", "delivery_time: negative", True]
+    assert examples.loc["el motorizado amable"].tolist() == ["courier: positive", "courier: neutral", False]
+
+
+def test_the_smoke_report_has_the_aspects_section_and_blames_an_aspect_per_incident(smoke_project):
+    events = json.loads((smoke_project / "data/raw/synthetic_events.json").read_text())
+    text = (smoke_project / "reports/incidents.json").read_text()
+    incidents = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert incidents["incidents"] == len(events) and 0 <= incidents["attributed"] <= len(events)
+    for event, item in zip(events, incidents["by_incident"].values(), strict=True):
+        assert item["aspect"] == event["aspect"]
+        assert item["attributed"] == (item["blamed_aspect"] == event["aspect"])
+    record = json.loads((smoke_project / "reports/stages/report.json").read_text())
+    assert record["incidents_attributed"] == incidents["attributed"]
+    html = (smoke_project / "reports/report.html").read_text()
+    summary = (smoke_project / "reports/report.md").read_text()
+    assert 'id="aspects"' in html and "all aspects (micro)" in html and "model blames" in html
+    assert "## Aspects" in summary and "| model blames | match |" in summary
+
+
+def test_a_model_without_aspect_heads_gets_the_report_without_aspects(
+    smoke_project, tiny_trained, tmp_path, monkeypatch
+):
+    from peru_sentiment.config import load_params
+    from peru_sentiment.evaluation.evaluate import evaluate_model
+    from peru_sentiment.metadata import write_json
+    from peru_sentiment.report.build import build_report
+    from peru_sentiment.report.inputs import Paths
+
+    monkeypatch.chdir(smoke_project)  # the params' relative paths (model card) are the project's
+    params = load_params(smoke_project / "params.yaml")
+    paths = Paths.under(smoke_project)
+    paths = Paths(
+        **{**paths.__dict__, "model_dir": tmp_path / "trained", "evaluation_dir": tmp_path / "evaluation"},
+    )
+    tiny_trained.save(paths.model_dir)
+    splits = {
+        name: pd.read_parquet(smoke_project / f"data/processed/{name}.parquet")
+        for name in ("train", "validation", "test")
+    }
+    headline, full, predictions = evaluate_model(tiny_trained, splits, params.evaluate)
+    assert "aspects" not in full["test"]["model"]
+    write_json(paths.evaluation_dir / "details.json", full)
+    predictions["test"].to_parquet(paths.evaluation_dir / "test_predictions.parquet")
+    paths = Paths(**{**paths.__dict__, "metrics": tmp_path / "metrics.json"})
+    write_json(paths.metrics, headline)
+
+    record = build_report(params, paths, tmp_path / "reports", progress=False)
+    html = (tmp_path / "reports/report.html").read_text()
+    assert 'id="aspects"' not in html and 'href="#aspects"' not in html and "model blames" not in html
+    assert 'id="incidents"' in html and "## Aspects" not in (tmp_path / "reports/report.md").read_text()
+    incidents = json.loads((tmp_path / "reports/incidents.json").read_text())
+    assert "attributed" not in incidents and incidents["incidents"] == record["incidents"]
+    assert "incidents_attributed" not in record

@@ -375,6 +375,7 @@ class ReportParams(_Strict):
     batch_size: int = Field(ge=1)
     mistakes: int = Field(ge=1)  # most confident mistakes listed
     examples_per_group: int = Field(ge=1)  # explained per (label, correct or wrong, language)
+    aspect_examples: int = Field(ge=1)  # test texts shown with their true and predicted aspects
     explain_languages: list[str] = Field(min_length=1)
     ig_steps: int = Field(ge=4)
     incident_rows: int = Field(ge=10)  # cap on scored rows inside each incident's region and window

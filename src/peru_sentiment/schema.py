@@ -49,5 +49,15 @@ def aspect_column(aspect: str) -> str:
     return f"aspect_{aspect}"
 
 
+def true_aspect_column(aspect: str) -> str:
+    """Name of an aspect's true polarity (``ASPECT_POLARITIES`` name) in the evaluation's test predictions."""
+    return f"true_aspect_{aspect}"
+
+
+def predicted_aspect_column(aspect: str) -> str:
+    """Name of an aspect's predicted polarity (``ASPECT_POLARITIES`` name) in the evaluation's test predictions."""
+    return f"predicted_aspect_{aspect}"
+
+
 # The model-selection metric: early stopping, the sweep's objective and the report read it.
 MONITOR = "val_macro_f1"

@@ -16,10 +16,22 @@ from peru_sentiment.config import EvaluateParams
 from peru_sentiment.errors import DataError
 from peru_sentiment.evaluation.baselines import run_baselines
 from peru_sentiment.evaluation.label_shift import LabelShift
-from peru_sentiment.evaluation.metrics import aspect_metrics, breakdown, calibration, classification_metrics
+from peru_sentiment.evaluation.metrics import (
+    aspect_breakdown,
+    aspect_metrics,
+    breakdown,
+    calibration,
+    classification_metrics,
+)
 from peru_sentiment.model.inputs import aspect_targets
 from peru_sentiment.model.predictor import SentimentPredictor
-from peru_sentiment.schema import LABEL_TO_ID, LABELS
+from peru_sentiment.schema import (
+    ASPECT_POLARITIES,
+    LABEL_TO_ID,
+    LABELS,
+    predicted_aspect_column,
+    true_aspect_column,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +81,12 @@ def evaluate_model(
     if predictor.aspects:
         probabilities, aspect_probabilities = predictor.predict_with_aspects(test["text"].tolist())
         test_result, test_predictions = score_split(predictor, test, params, probabilities)
-        test_result["aspects"] = aspect_metrics(
-            aspect_targets(test, predictor.aspects), aspect_probabilities.argmax(axis=2), predictor.aspects
-        )
+        truth, predicted = aspect_targets(test, predictor.aspects), aspect_probabilities.argmax(axis=2)
+        test_result["aspects"] = aspect_metrics(truth, predicted, predictor.aspects)
+        test_result["aspects"]["breakdowns"] = {
+            column: aspect_breakdown(test[column], truth, predicted) for column in params.breakdowns if column in test
+        }
+        test_predictions = test_predictions.assign(**aspect_columns(truth, predicted, predictor.aspects))
     else:
         test_result, test_predictions = score_split(predictor, test, params)
     log.info("training and scoring the baselines")
@@ -131,6 +146,16 @@ def evaluate_model(
                 **{f"{name}_macro_f1": metrics["macro_f1"] for name, metrics in source_baselines.items()},
             }
     return headline, full, predictions
+
+
+def aspect_columns(truth: np.ndarray, predicted: np.ndarray, aspects: tuple[str, ...]) -> dict[str, list]:
+    """Per aspect, the true and predicted polarity names (``ASPECT_POLARITIES``) of each row; no truth is None."""
+    names = np.asarray(ASPECT_POLARITIES, dtype=object)
+    columns = {}
+    for index, aspect in enumerate(aspects):
+        columns[true_aspect_column(aspect)] = [names[i] if i >= 0 else None for i in truth[:, index]]
+        columns[predicted_aspect_column(aspect)] = names[predicted[:, index]].tolist()
+    return columns
 
 
 def label_shift_model(

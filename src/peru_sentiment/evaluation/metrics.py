@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from peru_sentiment.schema import LABELS
+from peru_sentiment.schema import ASPECT_POLARITIES, LABELS
 
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str] = LABELS) -> dict:
@@ -88,22 +88,53 @@ def aspect_metrics(truth: np.ndarray, predicted: np.ndarray, aspects: Sequence[s
     rows whose truth is -1 (no aspect truth: imported real feedback) are left out. An aspect is
     detected when its predicted id is not absent. Detection precision/recall/F1 are micro over all
     (row, aspect) cells and per aspect; polarity (negative, neutral, positive) macro-F1 counts the
-    cells both truly present and detected, over the polarities that occur there.
+    cells both truly present and detected, over the polarities that occur there. Each aspect's
+    ``confusion`` counts true (rows) x predicted (columns) polarity ids, absent included.
     """
-    has_truth = (np.asarray(truth) >= 0).all(axis=1)
+    has_truth = _has_truth(truth)
     truth, predicted = np.asarray(truth)[has_truth], np.asarray(predicted)[has_truth]
     result: dict = {"rows": int(has_truth.sum()), "detection": _detection(truth > 0, predicted > 0)}
     result["polarity"] = _polarity(truth, predicted)
+    result["polarities"] = list(ASPECT_POLARITIES)
+    ids = list(range(len(ASPECT_POLARITIES)))
     result["per_aspect"] = {
         aspect: {
             "present": int((truth[:, index] > 0).sum()),
             "detected": int((predicted[:, index] > 0).sum()),
             **_detection(truth[:, index] > 0, predicted[:, index] > 0),
             "polarity": _polarity(truth[:, index], predicted[:, index]),
+            "confusion": confusion_matrix(truth[:, index], predicted[:, index], labels=ids).tolist(),
         }
         for index, aspect in enumerate(aspects)
     }
     return result
+
+
+def aspect_breakdown(groups: Sequence, truth: np.ndarray, predicted: np.ndarray) -> dict:
+    """Per value of `groups` (one per row, e.g. the language), the aspect scores on its rows with aspect truth.
+
+    Rows, detection precision/recall/F1 (micro over the group's cells) and polarity macro-F1, as in
+    :func:`aspect_metrics`; groups without any row with truth are left out.
+    """
+    has_truth = _has_truth(truth)
+    groups = np.asarray(groups, dtype=object)[has_truth]
+    truth, predicted = np.asarray(truth)[has_truth], np.asarray(predicted)[has_truth]
+    result = {}
+    for group in sorted(set(groups.tolist()), key=str):
+        rows = groups == group
+        polarity = _polarity(truth[rows], predicted[rows])
+        result[str(group)] = {
+            "rows": int(rows.sum()),
+            **_detection(truth[rows] > 0, predicted[rows] > 0),
+            "polarity_cells": polarity["cells"],
+            "polarity_macro_f1": polarity["macro_f1"],
+        }
+    return result
+
+
+def _has_truth(truth: np.ndarray) -> np.ndarray:
+    """Rows with aspect truth (ids >= 0 on every aspect; -1 marks rows without it)."""
+    return (np.asarray(truth) >= 0).all(axis=1)
 
 
 def _detection(present: np.ndarray, detected: np.ndarray) -> dict:

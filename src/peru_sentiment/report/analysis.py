@@ -1,4 +1,4 @@
-"""Tables the report derives from the predictions: data card, mistakes, explained sample, incidents."""
+"""Tables the report derives from the predictions: data card, mistakes, explained sample, incidents, aspects."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import pandas as pd
 
 from peru_sentiment.config import ReportParams
 from peru_sentiment.data.card import BREAKDOWNS, feedback_counts
+from peru_sentiment.model.inputs import aspect_targets
+from peru_sentiment.schema import ASPECT_POLARITIES, predicted_aspect_column, true_aspect_column
 
 NEGATIVE = "negative"
+ABSENT = "absent"
 
 
 def data_card(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -84,6 +87,126 @@ def incident_visibility(scored: pd.DataFrame, events: list[dict], params: Report
             }
         )
     return results
+
+
+def negative_aspect_column(aspect: str) -> str:
+    """Column of the incident rows saying whether the model reads the aspect as negative in the text."""
+    return f"negative_{aspect}"
+
+
+def incident_attribution(scored: pd.DataFrame, events: list[dict], aspects: list[str]) -> list[dict]:
+    """Per incident, the aspect the model blames, next to the true one.
+
+    The blamed aspect is the one whose predicted negative share (texts whose ``negative_<aspect>``
+    column is true) rises most from the region's baseline rows to the rows inside the window; none
+    when no aspect rises, several rise most alike, or either side has no rows. ``attributed``: the blamed aspect is the
+    incident's. ``aspect_rises`` holds every aspect's predicted rise, in share points (0..1), and
+    ``true_rise`` the rise of the incident aspect's true negative share (generator's truth, rows
+    with truth only; NaN without).
+    """
+    results = []
+    for number, event in enumerate(events):
+        rows = scored[scored["incident"] == number]
+        inside = rows["in_window"].to_numpy(bool)
+        rises = {aspect: _rise(rows[negative_aspect_column(aspect)], inside) for aspect in aspects}
+        rising = {aspect: rise for aspect, rise in rises.items() if rise > 0}
+        top = max(rising.values(), default=math.nan)
+        leaders = [aspect for aspect, rise in rising.items() if math.isclose(rise, top)]
+        blamed = leaders[0] if len(leaders) == 1 else None
+        truth = aspect_targets(rows, [event["aspect"]])[:, 0]
+        true_negative = pd.Series(truth == ASPECT_POLARITIES.index(NEGATIVE)).where(truth >= 0)
+        results.append(
+            {
+                "blamed_aspect": blamed,
+                "blamed_rise": rises[blamed] if blamed else math.nan,
+                "attributed": blamed == event["aspect"],
+                "true_rise": _rise(true_negative, inside),
+                "aspect_rises": rises,
+            }
+        )
+    return results
+
+
+def _rise(values: pd.Series, inside: np.ndarray) -> float:
+    """Mean of `values` inside the window minus outside it (NaN values left out); NaN when a side has none."""
+    values = pd.Series(values).astype(float).to_numpy()
+    inside_mean, outside_mean = (
+        float(np.nanmean(part)) if np.isfinite(part).any() else math.nan for part in (values[inside], values[~inside])
+    )
+    return inside_mean - outside_mean
+
+
+def aspect_scores_table(scores: dict) -> pd.DataFrame:
+    """One row per aspect and one for all of them (micro): test mentions, detection and polarity scores.
+
+    `scores` is the evaluation's ``aspects`` block (``evaluation.metrics.aspect_metrics``).
+    """
+    rows = {
+        aspect: {
+            "mentions": values["present"],
+            "detected": values["detected"],
+            "precision": values["precision"],
+            "recall": values["recall"],
+            "F1": values["f1"],
+            "polarity texts": values["polarity"]["cells"],
+            "polarity macro-F1": values["polarity"]["macro_f1"],
+        }
+        for aspect, values in scores["per_aspect"].items()
+    }
+    per_aspect = pd.DataFrame(rows).T
+    rows["all aspects (micro)"] = {
+        "mentions": per_aspect["mentions"].sum(),
+        "detected": per_aspect["detected"].sum(),
+        "precision": scores["detection"]["precision"],
+        "recall": scores["detection"]["recall"],
+        "F1": scores["detection"]["f1"],
+        "polarity texts": scores["polarity"]["cells"],
+        "polarity macro-F1": scores["polarity"]["macro_f1"],
+    }
+    return pd.DataFrame(rows).T
+
+
+def aspect_breakdown_table(by_group: dict) -> pd.DataFrame:
+    """One row per group (e.g. language): texts with aspect truth, detection P/R/F1, polarity macro-F1."""
+    columns = {
+        "rows": "texts",
+        "precision": "precision",
+        "recall": "recall",
+        "f1": "F1",
+        "polarity_macro_f1": "polarity macro-F1",
+    }
+    return pd.DataFrame(by_group).T.reindex(columns=list(columns)).rename(columns=columns)
+
+
+def aspect_examples(predictions: pd.DataFrame, aspects: list[str], count: int, seed: int) -> pd.DataFrame:
+    """Up to `count` test texts that mention an aspect, about half read right on every aspect and half not.
+
+    Columns ``text``, ``true`` and ``predicted`` (the aspects found, as "aspect: polarity" lists)
+    and ``correct``; only rows with aspect truth.
+    """
+    true_columns = [true_aspect_column(aspect) for aspect in aspects]
+    predicted_columns = [predicted_aspect_column(aspect) for aspect in aspects]
+    with_truth = predictions.dropna(subset=true_columns)
+    true, predicted = with_truth[true_columns].to_numpy(), with_truth[predicted_columns].to_numpy()
+    frame = pd.DataFrame(
+        {
+            "text": with_truth["text"].to_numpy(),
+            "true": [_found(aspects, row) for row in true],
+            "predicted": [_found(aspects, row) for row in predicted],
+            "correct": (true == predicted).all(axis=1),
+        }
+    )
+    frame = frame[frame["true"] != ""].sample(frac=1, random_state=seed)
+    right, wrong = frame[frame["correct"]], frame[~frame["correct"]]
+    take_wrong = min(len(wrong), max(count - len(right), count // 2))
+    return pd.concat([right.head(count - take_wrong), wrong.head(take_wrong)], ignore_index=True)
+
+
+def _found(aspects: list[str], polarities) -> str:
+    """ "delivery_time: negative, courier: positive" for the aspects not absent."""
+    return ", ".join(
+        f"{aspect}: {polarity}" for aspect, polarity in zip(aspects, polarities, strict=True) if polarity != ABSENT
+    )
 
 
 def _share(labels: pd.Series) -> float:

@@ -3,11 +3,14 @@
 Figures are embedded as base64 PNGs, so ``report.html`` opens offline as a
 single file. The model runs only on what the report explains and on the
 incident regions' feedback (a few hundred texts), to stay within minutes on a CPU.
+A model with aspect heads adds the Aspects section and, per incident, the
+aspect the model blames (also in ``incidents.json``, a DVC metrics file).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +22,11 @@ from tqdm.auto import tqdm
 from peru_sentiment.config import Hyperparameters, Params, load_yaml
 from peru_sentiment.errors import ConfigError
 from peru_sentiment.explain.explain import explain_text
+from peru_sentiment.metadata import write_json
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.report import analysis, figures, inputs
 from peru_sentiment.report.render import environment, explanation_views
-from peru_sentiment.schema import LABELS, MONITOR
+from peru_sentiment.schema import ASPECT_POLARITIES, LABELS, MONITOR
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +39,14 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("metrics", "Test metrics against the baselines"),
     ("confusion", "Confusion matrix and calibration"),
     ("regions", "Per-region F1"),
+    ("aspects", "Aspects"),  # models with aspect heads only
     ("mistakes", "Most confident mistakes"),
     ("explanations", "Attention and attribution"),
     ("incidents", "Regional sentiment over time and incidents"),
     ("model-card", "Model card"),
 )
 OUTPUTS = ("report.html", "report.md", "model_card.md")
+INCIDENTS_FILE = "incidents.json"  # per incident: visible, blamed aspect, attributed (DVC metrics)
 
 
 @dataclass(frozen=True)
@@ -73,14 +79,69 @@ def explain_rows(predictor: SentimentPredictor, rows: pd.DataFrame, steps: int, 
 def score_incidents(
     predictor: SentimentPredictor, splits: dict[str, pd.DataFrame], events: list[dict], params: Params
 ) -> tuple[list[dict], pd.DataFrame]:
-    """(visibility per incident, negative-share timeline) from the model's predictions in the incident regions."""
+    """(visibility per incident, negative-share timeline) from the model's predictions in the incident regions.
+
+    With aspect heads each incident also names the aspect the model blames (``analysis.incident_attribution``).
+    """
     feedback = pd.concat(splits.values(), ignore_index=True)
     rows = analysis.incident_rows(feedback, events, params.report)
     log.info("scoring %d texts of the incident regions", len(rows))
-    probabilities = predictor.predict_proba(rows["text"].tolist())
+    texts = rows["text"].tolist()
+    if predictor.aspects:
+        probabilities, aspect_probabilities = predictor.predict_with_aspects(texts)
+        negative = aspect_probabilities.argmax(axis=2) == ASPECT_POLARITIES.index(analysis.NEGATIVE)
+        rows = rows.assign(
+            **{analysis.negative_aspect_column(aspect): negative[:, i] for i, aspect in enumerate(predictor.aspects)}
+        )
+    else:
+        probabilities = predictor.predict_proba(texts)
     scored = rows.assign(predicted=[predictor.labels[i] for i in probabilities.argmax(axis=1)])
     visibility = analysis.incident_visibility(scored, events, params.report)
+    if predictor.aspects:
+        attribution = analysis.incident_attribution(scored, events, list(predictor.aspects))
+        visibility = [item | blame for item, blame in zip(visibility, attribution, strict=True)]
     return visibility, analysis.negative_timeline(scored, events, params.report.timeline_frequency)
+
+
+def aspects_context(scores: dict | None, predictions: pd.DataFrame, params: Params) -> dict | None:
+    """What the Aspects section shows, from the evaluation's ``aspects`` block; None for a model without heads."""
+    if scores is None:
+        return None
+    aspects = list(scores["per_aspect"])
+    return {
+        "table": analysis.aspect_scores_table(scores),
+        "breakdowns": {
+            column: analysis.aspect_breakdown_table(groups)
+            for column, groups in scores.get("breakdowns", {}).items()
+            if column in ("language", "channel")
+        },
+        "examples": analysis.aspect_examples(predictions, aspects, params.report.aspect_examples, params.report.seed),
+        "confusion": figures.to_data_uri(
+            figures.aspect_confusion_figure(
+                scores["polarities"], {aspect: values["confusion"] for aspect, values in scores["per_aspect"].items()}
+            )
+        ),
+    }
+
+
+def incidents_summary(visibility: list[dict]) -> dict:
+    """The incidents file: counts, then per incident (region/aspect/start) what the report found.
+
+    Shares that cannot be computed (no texts on one side of the window) are null.
+    """
+    summary = {"incidents": len(visibility), "visible": sum(item["visible"] for item in visibility)}
+    if any("attributed" in item for item in visibility):
+        summary["attributed"] = sum(item["attributed"] for item in visibility)
+    summary["by_incident"] = {
+        f"{item['region']}/{item['aspect']}/{item['start']}": _nan_to_none(item) for item in visibility
+    }
+    return summary
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 class ModelCardText(BaseModel):
@@ -156,6 +217,7 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
     sample = analysis.explanation_sample(predictions, params.report)
     explained = explain_rows(predictor, sample, params.report.ig_steps, progress)
     region_month = analysis.region_month_negative(predictions, params.report.heatmap_min_rows)
+    aspects = aspects_context(test["model"].get("aspects"), predictions, params)
 
     log.info("drawing figures")
     hyperparameters = list(Hyperparameters.model_fields)
@@ -176,7 +238,7 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
     images = {name: figures.to_data_uri(figure) for name, figure in images.items()}
 
     context = {
-        "sections": SECTIONS,
+        "sections": [(id_, title) for id_, title in SECTIONS if aspects or id_ != "aspects"],
         "params": params.report,
         "headline": inputs.read_json(paths.metrics, "evaluate")["test"],
         "card_tables": card_tables,
@@ -191,6 +253,7 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
         "explained": explained,
         "missing_groups": _missing_groups(sample, params.report.explain_languages),
         "incidents": visibility,
+        "aspects": aspects,
         "names": names,
         "images": images,
         "card": model_card_context(params, splits, details, best),
@@ -200,11 +263,14 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
     for name in OUTPUTS:
         (out_dir / name).write_text(env.get_template(f"{name}.j2").render(**context), encoding="utf-8")
         log.info("wrote %s", out_dir / name)
+    incidents = incidents_summary(visibility)
+    write_json(out_dir / INCIDENTS_FILE, incidents)
     return {
         "explained": len(explained),
         "incident_texts_scored": sum(item["rows_inside"] + item["rows_outside"] for item in visibility),
-        "incidents_visible": sum(item["visible"] for item in visibility),
-        "incidents": len(visibility),
+        "incidents_visible": incidents["visible"],
+        "incidents": incidents["incidents"],
+        **({"incidents_attributed": incidents["attributed"]} if "attributed" in incidents else {}),
         "html_bytes": (out_dir / "report.html").stat().st_size,
     }
 

@@ -226,3 +226,31 @@ def region_month_figure(share: pd.DataFrame, events: list[dict], names: dict[str
                 axis.add_patch(Rectangle((months.index(month), row), 1, 1, fill=False, edgecolor="red", lw=2))
     axis.set(xlabel="month", ylabel="")
     return figure
+
+
+def aspect_confusion_figure(polarities: list[str], matrices: dict[str, list[list[int]]]) -> Figure:
+    """Per aspect, true polarity (rows, absent included) against predicted, as row shares with counts."""
+    columns = 4
+    rows = -(-len(matrices) // columns)
+    figure, axes = _subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    short = [name[:3] for name in polarities]  # abs, neg, neu, pos
+    for axis, (aspect, matrix) in zip(axes.flat, matrices.items(), strict=False):
+        counts = np.asarray(matrix)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        sns.heatmap(
+            shares,
+            annot=counts,
+            fmt="d",
+            cmap="Blues",
+            vmin=0,
+            vmax=1,
+            xticklabels=short,
+            yticklabels=short,
+            ax=axis,
+            cbar=False,
+            annot_kws={"fontsize": 8},
+        )
+        axis.set(title=aspect, xlabel="predicted", ylabel="true")
+    for axis in list(axes.flat)[len(matrices) :]:
+        axis.set_visible(False)
+    return figure

@@ -24,6 +24,7 @@ def environment() -> jinja2.Environment:
     env.filters["html_table"] = html_table
     env.filters["md_table"] = md_table
     env.filters["pct"] = lambda value: "n/a" if pd.isna(value) else f"{value:.1%}"
+    env.filters["points"] = lambda value: "n/a" if pd.isna(value) else f"{100 * value:+.1f}"  # a change of a share
     return env
 
 
