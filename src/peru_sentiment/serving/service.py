@@ -95,17 +95,17 @@ class PredictionService:
             raise EmptyAfterCleaning(f"item(s) {empty} contain no visible text")
         return texts
 
-    def aspect_heads(self, choice: bool | list[str]) -> list[int]:
-        """Indices of the bundle's aspect heads a request asks for (``aspects``: true, false or names)."""
+    def requested_aspects(self, choice: bool | list[str]) -> set[str]:
+        """The aspects a request asks to see (``aspects``: true for all the model's, false for none, or names)."""
         if choice is True:
-            return list(range(len(self.bundle.aspects)))
+            return set(self.bundle.aspects)
         if choice is False:
-            return []
+            return set()
         missing = [name for name in choice if name not in self.bundle.aspects]
         if missing:
             served = ", ".join(self.bundle.aspects) or "none (the model has no aspect heads)"
             raise AspectNotServed(f"the served model has no aspect heads for {missing}; it has: {served}")
-        return [self.bundle.aspects.index(name) for name in choice]
+        return set(choice)
 
     def predict(
         self, items: list[FeedbackItem], request_id: str | None = None, aspects: bool | list[str] = True
@@ -120,7 +120,7 @@ class PredictionService:
         before this returns (:class:`~peru_sentiment.store.writer.StoreBusy` when its queue stays full).
         """
         received_at = utc_now()
-        heads = self.aspect_heads(aspects)
+        wanted = self.requested_aspects(aspects)
         texts = self.prepare(items)
         languages = self.detector.detect(texts)
         probabilities, aspect_probabilities = self.bundle.split_rows(
@@ -136,13 +136,14 @@ class PredictionService:
             }
             for item, row, language in zip(items, probabilities, languages, strict=True)
         ]
-        if aspect_probabilities is not None and aspects is not False:
-            for result, found in zip(results, aspect_probabilities, strict=True):
-                result["aspects"] = self.findings(found, heads)
-        opinions = self.opinions(aspect_probabilities, len(items))
+        found = [self.findings(row) for row in aspect_probabilities] if aspect_probabilities is not None else None
+        if found is not None and aspects is not False:
+            for result, findings in zip(results, found, strict=True):
+                result["aspects"] = [finding for finding in findings if finding["aspect"] in wanted]
+        opinions = [tuple((f["aspect"], f["polarity"]) for f in findings) for findings in found or [[]] * len(items)]
         self.metrics.observe_predictions(
-            PredictionRecord(result["label"], float(row.max()), item.region, item.channel, language, len(text), found)
-            for result, row, item, language, text, found in zip(
+            PredictionRecord(result["label"], float(row.max()), item.region, item.channel, language, len(text), pairs)
+            for result, row, item, language, text, pairs in zip(
                 results, probabilities, items, languages, texts, opinions, strict=True
             )
         )
@@ -168,24 +169,10 @@ class PredictionService:
             )
         return results
 
-    def opinions(self, aspect_probabilities: np.ndarray | None, count: int) -> list[tuple[tuple[str, str], ...]]:
-        """(aspect, polarity) of every aspect found in each of ``count`` texts; none without aspect heads."""
-        if aspect_probabilities is None:
-            return [()] * count
-        return [
-            tuple(
-                (self.bundle.aspects[head], ASPECT_POLARITIES[polarity])
-                for head, polarity in enumerate(row)
-                if polarity
-            )
-            for row in aspect_probabilities.argmax(axis=-1)
-        ]
-
-    def findings(self, aspect_probabilities: np.ndarray, heads: list[int]) -> list[dict]:
+    def findings(self, aspect_probabilities: np.ndarray) -> list[dict]:
         """The detected aspects (most probable polarity not absent) of one text, with polarity and confidence."""
         found = []
-        for head in heads:
-            polarity = int(aspect_probabilities[head].argmax())
+        for head, polarity in enumerate(aspect_probabilities.argmax(axis=-1)):
             if polarity:
                 found.append(
                     {
