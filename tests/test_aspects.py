@@ -89,13 +89,14 @@ def _aspect_params(tiny_train_params, **changes):
     return tiny_train_params.model_copy(update={"aspects": aspects})
 
 
-def test_aspect_heads_add_one_layer_and_leave_the_single_head_model_as_before(tiny_checkpoint, tiny_train_params):
+def test_aspect_heads_add_their_layers_and_leave_the_single_head_model_as_before(tiny_checkpoint, tiny_train_params):
     single = new_fine_tuner(tiny_checkpoint, tiny_train_params).model
     multi = new_fine_tuner(tiny_checkpoint, _aspect_params(tiny_train_params)).model
     assert not isinstance(single.output, dict)  # aspects off: one output, the class logits
     single_weights = {w.path: w.numpy() for w in single.weights}
     multi_weights = {w.path: w.numpy() for w in multi.weights}
-    assert set(multi_weights) - set(single_weights) == {"aspect_logits/kernel", "aspect_logits/bias"}
+    normalization = {f"aspect_normalization/{name}" for name in ("gamma", "beta", "moving_mean", "moving_variance")}
+    assert set(multi_weights) - set(single_weights) == {"aspect_logits/kernel", "aspect_logits/bias", *normalization}
     assert multi_weights["aspect_logits/kernel"].shape == (32, len(TOY_ASPECTS) * len(ASPECT_POLARITIES))
     # same seed: every layer of the single-head model starts from the same weights in both
     for path, value in single_weights.items():
