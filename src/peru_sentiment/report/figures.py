@@ -98,16 +98,15 @@ def baselines_figure(scores: pd.DataFrame) -> Figure:
     return figure
 
 
-def confusion_figure(labels: list[str], matrix: list[list[int]]) -> Figure:
-    """Confusion matrix (rows: true label), counts and row shares."""
+def _confusion_heatmap(axis, matrix: list[list[int]], labels: list[str], with_shares: bool, **options) -> None:
+    """A confusion matrix (rows: true) coloured by row share, annotated with counts (and shares)."""
     counts = np.asarray(matrix)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    annotations = np.vectorize(lambda c, s: f"{c}\n{s:.1%}")(counts, shares)
-    figure, axis = _subplots(figsize=(4.8, 4))
+    annotations = np.vectorize(lambda c, s: f"{c}\n{s:.1%}")(counts, shares) if with_shares else counts
     sns.heatmap(
         shares,
         annot=annotations,
-        fmt="",
+        fmt="" if with_shares else "d",
         cmap="Blues",
         vmin=0,
         vmax=1,
@@ -115,7 +114,14 @@ def confusion_figure(labels: list[str], matrix: list[list[int]]) -> Figure:
         yticklabels=labels,
         ax=axis,
         cbar=False,
+        **options,
     )
+
+
+def confusion_figure(labels: list[str], matrix: list[list[int]]) -> Figure:
+    """Confusion matrix (rows: true label), counts and row shares."""
+    figure, axis = _subplots(figsize=(4.8, 4))
+    _confusion_heatmap(axis, matrix, labels, with_shares=True)
     axis.set(xlabel="predicted", ylabel="true")
     return figure
 
@@ -235,21 +241,7 @@ def aspect_confusion_figure(polarities: list[str], matrices: dict[str, list[list
     figure, axes = _subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
     short = [name[:3] for name in polarities]  # abs, neg, neu, pos
     for axis, (aspect, matrix) in zip(axes.flat, matrices.items(), strict=False):
-        counts = np.asarray(matrix)
-        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        sns.heatmap(
-            shares,
-            annot=counts,
-            fmt="d",
-            cmap="Blues",
-            vmin=0,
-            vmax=1,
-            xticklabels=short,
-            yticklabels=short,
-            ax=axis,
-            cbar=False,
-            annot_kws={"fontsize": 8},
-        )
+        _confusion_heatmap(axis, matrix, short, with_shares=False, annot_kws={"fontsize": 8})
         axis.set(title=aspect, xlabel="predicted", ylabel="true")
     for axis in list(axes.flat)[len(matrices) :]:
         axis.set_visible(False)
