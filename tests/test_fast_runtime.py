@@ -65,6 +65,16 @@ def test_the_fast_model_in_float32_reproduces_the_saved_model(fast_export):
     np.testing.assert_allclose(float32(batch), bundle._probabilities(batch), atol=1e-5)
 
 
+def test_server_workers_compile_the_fast_model_unpinned(fast_export):
+    """Two one-thread workers pinned by OpenVINO shared the first core (55 instead of ~120 predictions/s)."""
+    summary, _ = fast_export
+    directory = load_bundle(summary["path"], runtime="tensorflow").directory / "openvino"
+    server, batch_job = FastModel(directory, "f32", model_threads=1), FastModel(directory, "f32")
+    assert server.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert server.compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert batch_job.compiled.get_property("NUM_STREAMS") == 1
+
+
 class _LabelSwappingModel(FastModel):
     """A deliberately degraded fast model: the negative and positive probabilities swapped."""
 
