@@ -10,6 +10,7 @@ import pytest
 
 from helpers import new_fine_tuner, toy_feedback
 from peru_sentiment.evaluation.metrics import aspect_breakdown, aspect_metrics
+from peru_sentiment.model.classifier import AspectAttention
 from peru_sentiment.model.inputs import aspect_targets
 from peru_sentiment.model.predictor import SETTINGS_FILE, SentimentPredictor
 from peru_sentiment.schema import (
@@ -95,12 +96,30 @@ def test_aspect_heads_add_their_layers_and_leave_the_single_head_model_as_before
     assert not isinstance(single.output, dict)  # aspects off: one output, the class logits
     single_weights = {w.path: w.numpy() for w in single.weights}
     multi_weights = {w.path: w.numpy() for w in multi.weights}
-    normalization = {f"aspect_normalization/{name}" for name in ("gamma", "beta", "moving_mean", "moving_variance")}
-    assert set(multi_weights) - set(single_weights) == {"aspect_logits/kernel", "aspect_logits/bias", *normalization}
-    assert multi_weights["aspect_logits/kernel"].shape == (32, len(TOY_ASPECTS) * len(ASPECT_POLARITIES))
+    normalization = {f"aspects/normalization/{name}" for name in ("gamma", "beta", "moving_mean", "moving_variance")}
+    head = {"aspects/scorer", "aspects/kernel", "aspects/bias", *normalization}
+    assert set(multi_weights) - set(single_weights) == head
+    assert multi_weights["aspects/kernel"].shape == (len(TOY_ASPECTS), 32, len(ASPECT_POLARITIES))
     # same seed: every layer of the single-head model starts from the same weights in both
     for path, value in single_weights.items():
         np.testing.assert_array_equal(multi_weights[path], value, err_msg=path)
+
+
+def test_aspect_attention_starts_as_mean_pooling_and_never_looks_at_padding():
+    sequence = np.random.default_rng(0).normal(size=(2, 5, 6)).astype(np.float32)
+    padding_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)
+    layer = AspectAttention(aspects=3, polarities=4, weight_scale=10.0)
+    layer.build(sequence.shape)
+    weights = np.asarray(layer.attention(sequence, padding_mask))
+    assert weights.shape == (2, 3, 5)
+    # zero scores: the mean of the real tokens
+    np.testing.assert_allclose(weights[0], [[1 / 3] * 3 + [0, 0]] * 3, atol=1e-6)
+    layer.scorer.assign(np.random.default_rng(1).normal(size=(6, 3)))
+    weights = np.asarray(layer.attention(sequence, padding_mask))
+    assert np.abs(weights[0, :, 3:]).max() == 0 and not np.allclose(weights[1], 0.2)
+    np.testing.assert_allclose(weights.sum(axis=2), 1, atol=1e-6)
+    # the stored weights are the used ones divided by the scale: Adam's steps move the used ones 10 times as far
+    assert np.std(np.asarray(layer.kernel)) == pytest.approx(0.002, rel=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -263,11 +263,13 @@ class Hyperparameters(_Strict):
 
 
 class AspectParams(_Strict):
-    """The multi-task aspect heads: per aspect, absent / negative / neutral / positive from the pooled vector."""
+    """The multi-task aspect heads: per aspect, absent / negative / neutral / positive from its own attention
+    over the tokens (``model.classifier.AspectAttention``)."""
 
     enabled: bool = False  # off: the classifier is the single overall head, as before the aspect heads
     loss_weight: float = Field(default=1.0, ge=0)  # total loss = overall loss + loss_weight * aspect loss
     names: list[str] = Field(default=list(SERVICE_ASPECTS), min_length=1)  # the aspects with a head, in this order
+    weight_scale: float = Field(default=1.0, gt=0)  # the heads learn this many times faster than the backbone
 
     @field_validator("names")
     @classmethod

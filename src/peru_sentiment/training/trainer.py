@@ -146,7 +146,13 @@ class FineTuner:
         freeze(backbone, params.trainable_layers, params.freeze_word_embeddings)
         self.aspects = tuple(params.aspects.names) if params.aspects.enabled else ()
         self.model = build_classifier(
-            backbone, len(LABELS), params.pooling, params.dropout, len(self.aspects), len(ASPECT_POLARITIES)
+            backbone,
+            len(LABELS),
+            params.pooling,
+            params.dropout,
+            len(self.aspects),
+            len(ASPECT_POLARITIES),
+            params.aspects.weight_scale,
         )
 
     @property
