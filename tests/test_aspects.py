@@ -10,6 +10,7 @@ import pytest
 
 from helpers import new_fine_tuner, toy_feedback
 from peru_sentiment.evaluation.metrics import aspect_breakdown, aspect_metrics
+from peru_sentiment.explain.evidence import aspect_evidence
 from peru_sentiment.model.classifier import AspectAttention
 from peru_sentiment.model.inputs import aspect_targets
 from peru_sentiment.model.predictor import SETTINGS_FILE, SentimentPredictor
@@ -130,6 +131,23 @@ def aspect_trained(tiny_checkpoint, tiny_train_params):
     train = classifier.encode(toy_aspect_feedback(450, seed=1))
     history = classifier.fit(train, classifier.encode(toy_aspect_feedback(90, seed=2)), verbose=0)
     return classifier.predictor(), history.history
+
+
+def test_evidence_words_are_the_words_that_mention_the_aspect(aspect_trained):
+    predictor, _ = aspect_trained
+    validation = toy_aspect_feedback(90, seed=2)
+    mentions = validation[validation[aspect_column("delivery_time")].notna()]["text"].tolist()
+    evidence = [aspect_evidence(predictor, text) for text in mentions]
+    assert all(set(found) == set(TOY_ASPECTS) for found in evidence)
+    assert all(
+        len(words) == 3 and set(words) <= set(text.split())
+        for found, text in zip(evidence, mentions, strict=True)
+        for words in found.values()
+    )
+    word = ASPECT_WORDS["delivery_time"]
+    # the mention leads in most texts (the rest lead with an opinion word, which carries the polarity)
+    assert np.mean([found["delivery_time"][0] == word for found in evidence]) >= 0.6
+    assert np.mean([word in found["delivery_time"] for found in evidence]) >= 0.9
 
 
 def test_multi_task_training_learns_aspects_and_the_saved_model_predicts_the_same(aspect_trained, tmp_path):

@@ -228,8 +228,18 @@ def test_aspect_tables_and_examples_from_the_evaluation():
     examples = analysis.aspect_examples(predictions, aspects, count=4, seed=0).set_index("text")
     # "hola" mentions no aspect and "sin verdad" has no truth: neither is an example
     assert sorted(examples.index) == ["el motorizado amable", "llegó tarde"]
-    assert examples.loc["llegó tarde"].tolist() == ["delivery_time: negative", "delivery_time: negative", True]
-    assert examples.loc["el motorizado amable"].tolist() == ["courier: positive", "courier: neutral", False]
+    assert examples.loc["llegó tarde"].tolist() == [
+        "delivery_time: negative",
+        "delivery_time: negative",
+        ["delivery_time"],
+        True,
+    ]
+    assert examples.loc["el motorizado amable"].tolist() == [
+        "courier: positive",
+        "courier: neutral",
+        ["courier"],
+        False,
+    ]
 
 
 def test_the_smoke_report_has_the_aspects_section_and_blames_an_aspect_per_incident(smoke_project):
@@ -245,6 +255,7 @@ def test_the_smoke_report_has_the_aspects_section_and_blames_an_aspect_per_incid
     html = (smoke_project / "reports/report.html").read_text()
     summary = (smoke_project / "reports/report.md").read_text()
     assert 'id="aspects"' in html and "all aspects (micro)" in html and "model blames" in html
+    assert '<th class="text">evidence</th>' in html
     assert "## Aspects" in summary and "| model blames | match |" in summary
 
 

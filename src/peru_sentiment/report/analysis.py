@@ -181,8 +181,8 @@ def aspect_breakdown_table(by_group: dict) -> pd.DataFrame:
 def aspect_examples(predictions: pd.DataFrame, aspects: list[str], count: int, seed: int) -> pd.DataFrame:
     """Up to `count` test texts that mention an aspect, about half read right on every aspect and half not.
 
-    Columns ``text``, ``true`` and ``predicted`` (the aspects found, as "aspect: polarity" lists)
-    and ``correct``; only rows with aspect truth.
+    Columns ``text``, ``true`` and ``predicted`` (the aspects found, as "aspect: polarity" lists),
+    ``detected`` (the names of the predicted aspects) and ``correct``; only rows with aspect truth.
     """
     true_columns = [true_aspect_column(aspect) for aspect in aspects]
     predicted_columns = [predicted_aspect_column(aspect) for aspect in aspects]
@@ -193,6 +193,9 @@ def aspect_examples(predictions: pd.DataFrame, aspects: list[str], count: int, s
             "text": with_truth["text"].to_numpy(),
             "true": [_found(aspects, row) for row in true],
             "predicted": [_found(aspects, row) for row in predicted],
+            "detected": [
+                [a for a, polarity in zip(aspects, row, strict=True) if polarity != ABSENT] for row in predicted
+            ],
             "correct": (true == predicted).all(axis=1),
         }
     )

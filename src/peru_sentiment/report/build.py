@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from peru_sentiment.config import Hyperparameters, Params, load_yaml
 from peru_sentiment.errors import ConfigError
+from peru_sentiment.explain.evidence import aspect_evidence
 from peru_sentiment.explain.explain import explain_text
 from peru_sentiment.metadata import write_json
 from peru_sentiment.model.predictor import SentimentPredictor
@@ -103,11 +104,23 @@ def score_incidents(
     return visibility, analysis.negative_timeline(scored, events, params.report.timeline_frequency)
 
 
-def aspects_context(scores: dict | None, predictions: pd.DataFrame, params: Params) -> dict | None:
-    """What the Aspects section shows, from the evaluation's ``aspects`` block; None for a model without heads."""
+def aspects_context(
+    scores: dict | None, predictions: pd.DataFrame, predictor: SentimentPredictor, params: Params
+) -> dict | None:
+    """What the Aspects section shows, from the evaluation's ``aspects`` block; None for a model without heads.
+
+    Each example's detected aspects come with their evidence: the words their heads attend to most.
+    """
     if scores is None:
         return None
     aspects = list(scores["per_aspect"])
+    examples = analysis.aspect_examples(predictions, aspects, params.report.aspect_examples, params.report.seed)
+    examples["evidence"] = [
+        "; ".join(f"{aspect}: {', '.join(evidence[aspect])}" for aspect in detected)
+        for evidence, detected in zip(
+            (aspect_evidence(predictor, text) for text in examples["text"]), examples["detected"], strict=True
+        )
+    ]
     return {
         "table": analysis.aspect_scores_table(scores),
         "breakdowns": {
@@ -115,7 +128,7 @@ def aspects_context(scores: dict | None, predictions: pd.DataFrame, params: Para
             for column, groups in scores.get("breakdowns", {}).items()
             if column in ("language", "channel")
         },
-        "examples": analysis.aspect_examples(predictions, aspects, params.report.aspect_examples, params.report.seed),
+        "examples": examples,
         "confusion": figures.to_data_uri(
             figures.aspect_confusion_figure(
                 scores["polarities"], {aspect: values["confusion"] for aspect, values in scores["per_aspect"].items()}
@@ -217,7 +230,7 @@ def build_report(params: Params, paths: inputs.Paths, out_dir: Path, *, progress
     sample = analysis.explanation_sample(predictions, params.report)
     explained = explain_rows(predictor, sample, params.report.ig_steps, progress)
     region_month = analysis.region_month_negative(predictions, params.report.heatmap_min_rows)
-    aspects = aspects_context(test["model"].get("aspects"), predictions, params)
+    aspects = aspects_context(test["model"].get("aspects"), predictions, predictor, params)
 
     log.info("drawing figures")
     hyperparameters = list(Hyperparameters.model_fields)
