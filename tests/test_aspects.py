@@ -137,7 +137,7 @@ def test_evidence_words_are_the_words_that_mention_the_aspect(aspect_trained):
     predictor, _ = aspect_trained
     validation = toy_aspect_feedback(90, seed=2)
     mentions = validation[validation[aspect_column("delivery_time")].notna()]["text"].tolist()
-    evidence = [aspect_evidence(predictor, text) for text in mentions]
+    evidence = aspect_evidence(predictor, mentions)
     assert all(set(found) == set(TOY_ASPECTS) for found in evidence)
     assert all(
         len(words) == 3 and set(words) <= set(text.split())

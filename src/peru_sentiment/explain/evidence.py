@@ -17,19 +17,25 @@ from peru_sentiment.model.inputs import pad_batch
 from peru_sentiment.model.predictor import SentimentPredictor
 
 
-def aspect_evidence(predictor: SentimentPredictor, text: str, top_words: int = 3) -> dict[str, list[str]]:
-    """Per aspect, the `top_words` words of the prepared `text` its head attends to most, most attended first."""
+def aspect_evidence(predictor: SentimentPredictor, texts: list[str], top_words: int = 3) -> list[dict[str, list[str]]]:
+    """Per prepared text, per aspect, the `top_words` words its head attends to most, most attended first."""
     if not predictor.aspects:
         raise ValueError("the model has no aspect heads: there is no aspect evidence to show")
     head = predictor.network.get_layer(ASPECT_OUTPUT)
-    head_inputs = keras.Model(predictor.network.inputs, head.input)
+    head_inputs = keras.Model(predictor.network.inputs, head.input)  # built once for all the texts
     encoder = predictor.encoder
-    encoding = encoder.tokenizer.encode(encoder.prefix + text)
-    alignment = align_words(encoding, text, encoder.prefix)
-    sequence, padding_mask = head_inputs(pad_batch([encoding.ids], encoder.pad_id), training=False)
-    weights = np.asarray(head.attention(sequence, padding_mask))[0]  # (aspects, pieces)
-    evidence = {}
-    for aspect, piece_weights in zip(predictor.aspects, weights, strict=True):
-        word_weights = alignment.merge(piece_weights)
-        evidence[aspect] = [alignment.words[index] for index in np.argsort(-word_weights, kind="stable")[:top_words]]
+    evidence = []
+    for text in texts:
+        encoding = encoder.tokenizer.encode(encoder.prefix + text)
+        alignment = align_words(encoding, text, encoder.prefix)
+        sequence, padding_mask = head_inputs(pad_batch([encoding.ids], encoder.pad_id), training=False)
+        weights = np.asarray(head.attention(sequence, padding_mask))[0]  # (aspects, pieces)
+        evidence.append(
+            {
+                aspect: [
+                    alignment.words[i] for i in np.argsort(-alignment.merge(piece_weights), kind="stable")[:top_words]
+                ]
+                for aspect, piece_weights in zip(predictor.aspects, weights, strict=True)
+            }
+        )
     return evidence

@@ -115,11 +115,10 @@ def aspects_context(
         return None
     aspects = list(scores["per_aspect"])
     examples = analysis.aspect_examples(predictions, aspects, params.report.aspect_examples, params.report.seed)
+    evidence = aspect_evidence(predictor, examples["text"].tolist())
     examples["evidence"] = [
-        "; ".join(f"{aspect}: {', '.join(evidence[aspect])}" for aspect in detected)
-        for evidence, detected in zip(
-            (aspect_evidence(predictor, text) for text in examples["text"]), examples["detected"], strict=True
-        )
+        "; ".join(f"{aspect}: {', '.join(words[aspect])}" for aspect in detected)
+        for words, detected in zip(evidence, examples["detected"], strict=True)
     ]
     return {
         "table": analysis.aspect_scores_table(scores),
