@@ -136,18 +136,19 @@ def aspect_trained(tiny_checkpoint, tiny_train_params):
 def test_evidence_words_are_the_words_that_mention_the_aspect(aspect_trained):
     predictor, _ = aspect_trained
     validation = toy_aspect_feedback(90, seed=2)
-    mentions = validation[validation[aspect_column("delivery_time")].notna()]["text"].tolist()
-    evidence = aspect_evidence(predictor, mentions)
-    assert all(set(found) == set(TOY_ASPECTS) for found in evidence)
-    assert all(
-        len(words) == 3 and set(words) <= set(text.split())
-        for found, text in zip(evidence, mentions, strict=True)
-        for words in found.values()
-    )
-    word = ASPECT_WORDS["delivery_time"]
-    # the mention leads in most texts (the rest lead with an opinion word, which carries the polarity)
-    assert np.mean([found["delivery_time"][0] == word for found in evidence]) >= 0.6
-    assert np.mean([word in found["delivery_time"] for found in evidence]) >= 0.9
+    for aspect, word in ASPECT_WORDS.items():
+        mentions = validation[validation[aspect_column(aspect)].notna()]["text"].tolist()
+        evidence = aspect_evidence(predictor, mentions)
+        assert all(set(found) == set(TOY_ASPECTS) for found in evidence)
+        assert all(
+            len(words) == 3 and set(words) <= set(text.split())
+            for found, text in zip(evidence, mentions, strict=True)
+            for words in found.values()
+        )
+        # Three words drawn at random would hold the mention in under half of these texts. Whether the
+        # mention or the opinion word (which carries the polarity) comes first depends on the seed and the
+        # machine's arithmetic (seed 7: the mention leads in 36% of the texts, seeds 0-6 and 13: 83-100%).
+        assert np.mean([word in found[aspect] for found in evidence]) >= 0.9, aspect
 
 
 def test_multi_task_training_learns_aspects_and_the_saved_model_predicts_the_same(aspect_trained, tmp_path):
