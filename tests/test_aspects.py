@@ -10,7 +10,7 @@ import pytest
 
 from helpers import new_fine_tuner, toy_feedback
 from peru_sentiment.evaluation.metrics import aspect_breakdown, aspect_metrics
-from peru_sentiment.explain.evidence import aspect_evidence
+from peru_sentiment.explain.evidence import aspect_attention, aspect_evidence
 from peru_sentiment.model.classifier import AspectAttention
 from peru_sentiment.model.inputs import aspect_targets
 from peru_sentiment.model.predictor import SETTINGS_FILE, SentimentPredictor
@@ -313,6 +313,7 @@ def test_the_export_bundle_serves_and_verifies_the_aspect_heads_in_both_runtimes
 
     texts = toy_aspect_feedback(30, seed=5)["text"].tolist()
     classes, aspects = predictor.predict_with_aspects(texts)
+    attention = aspect_attention(predictor, texts)
     for runtime in ("tensorflow", "fast"):
         bundle = load_bundle(summary["path"], runtime=runtime)
         assert bundle.aspects == TOY_ASPECTS
@@ -320,6 +321,13 @@ def test_the_export_bundle_serves_and_verifies_the_aspect_heads_in_both_runtimes
         np.testing.assert_allclose(exported_aspects, aspects, atol=1e-4, err_msg=runtime)
         np.testing.assert_allclose(exported_classes, classes, atol=1e-4, err_msg=runtime)
         np.testing.assert_allclose(bundle.predict_proba(texts), classes, atol=1e-4, err_msg=runtime)
+        # the heads' attention rides along, padded to the longest input: the report's evidence weights
+        assert bundle.evidence_length == predictor.encoder.max_length
+        served = bundle.split_attention(bundle.predict_rows(texts))
+        assert served.shape == (len(texts), len(TOY_ASPECTS), predictor.encoder.max_length)
+        for text_weights, weights in zip(served, attention, strict=True):
+            np.testing.assert_allclose(text_weights[:, : weights.shape[1]], weights, atol=1e-4, err_msg=runtime)
+            assert np.abs(text_weights[:, weights.shape[1] :]).max(initial=0) == 0
     assert bundle.explain(texts[0])["label"] == predictor.predict(texts[:1])[0]
 
 
@@ -335,25 +343,37 @@ def aspect_client(aspect_trained, params, tmp_path_factory):
     directory = write_tiny_bundle(predictor, tmp_path_factory.mktemp("export") / "aspects-0", params.preprocess)
     bundle = load_bundle(directory)
     flask_app = create_app(load_settings(model_dir=directory, max_items=8, warmup=False), bundle)
-    yield flask_app.test_client(), bundle
+    yield flask_app.test_client(), bundle, predictor
     flask_app.extensions[EXTENSION].close()
 
 
 def test_predict_returns_the_detected_aspects_unless_turned_off(aspect_client):
     from peru_sentiment.text.prepare import prepare_text
 
-    client, bundle = aspect_client
+    client, bundle, predictor = aspect_client
     texts = toy_aspect_feedback(6, seed=7)["text"].tolist()
     body = client.post("/v1/predict", json={"items": [{"text": text} for text in texts]}).get_json()
-    _, aspects = bundle.predict_with_aspects([prepare_text(text)[0] for text in texts])
-    for prediction, probabilities in zip(body["predictions"], aspects, strict=True):
+    prepared = [prepare_text(text)[0] for text in texts]
+    _, aspects = bundle.predict_with_aspects(prepared)
+    # the evidence words are the report's (the trained model's attention, read the same way)
+    evidence = aspect_evidence(predictor, prepared)
+    for prediction, probabilities, words in zip(body["predictions"], aspects, evidence, strict=True):
         expected = [
-            {"aspect": name, "polarity": ASPECT_POLARITIES[row.argmax()], "confidence": round(float(row.max()), 6)}
+            {
+                "aspect": name,
+                "polarity": ASPECT_POLARITIES[row.argmax()],
+                "confidence": round(float(row.max()), 6),
+                "evidence": words[name],
+            }
             for name, row in zip(TOY_ASPECTS, probabilities, strict=True)
             if row.argmax() != 0
         ]
         assert prediction["aspects"] == expected
     assert any(prediction["aspects"] for prediction in body["predictions"])
+    mention = f"pedí hoy lunes {ASPECT_WORDS['delivery_time']} casa order tarde excelente"
+    found = client.post("/v1/predict", json={"text": mention}).get_json()["predictions"][0]["aspects"]
+    delivery = next(finding for finding in found if finding["aspect"] == "delivery_time")
+    assert ASPECT_WORDS["delivery_time"] in delivery["evidence"]  # 3 of the text's 8 words
 
     one = client.post("/v1/predict", json={"text": texts[0], "aspects": False}).get_json()["predictions"][0]
     assert "aspects" not in one and set(one["probabilities"]) == {"negative", "neutral", "positive"}
@@ -379,7 +399,7 @@ def test_metrics_count_every_detected_aspect_whatever_the_request_shows(aspect_c
             if sample.name == "sentiment_aspect_predictions_total"
         }
 
-    client, bundle = aspect_client
+    client, bundle, _ = aspect_client
     texts = toy_aspect_feedback(8, seed=11)["text"].tolist()
     _, aspects = bundle.predict_with_aspects([prepare_text(text)[0] for text in texts])
     expected: dict[tuple[str, str, str], float] = {}
@@ -407,7 +427,7 @@ def test_metrics_count_every_detected_aspect_whatever_the_request_shows(aspect_c
     ],
 )
 def test_an_unknown_aspect_in_a_request_is_a_422(aspect_client, aspects, message):
-    client, _ = aspect_client
+    client, _, _ = aspect_client
     for body in ({"text": "pésimo", "aspects": aspects}, {"items": [{"text": "pésimo"}], "aspects": aspects}):
         response = client.post("/v1/predict", json=body)
         assert response.status_code == 422
@@ -416,11 +436,11 @@ def test_an_unknown_aspect_in_a_request_is_a_422(aspect_client, aspects, message
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_the_predict_command_adds_each_aspects_polarity_and_confidence(aspect_client, tmp_path, suffix):
+def test_the_predict_command_adds_each_aspects_polarity_confidence_and_evidence(aspect_client, tmp_path, suffix):
     from helpers import run_predict
     from peru_sentiment.text.prepare import prepare_text
 
-    _, bundle = aspect_client
+    _, bundle, predictor = aspect_client
     source = toy_aspect_feedback(12, seed=9)[["feedback_id", "text"]]
     source.loc[3, "text"] = ""  # kept, with an error and no prediction
     path = tmp_path / f"in{suffix}"
@@ -429,9 +449,12 @@ def test_the_predict_command_adds_each_aspects_polarity_and_confidence(aspect_cl
     assert result.exit_code == 0, result.output
     output = pd.read_csv(tmp_path / "out.csv") if suffix == ".csv" else pd.read_parquet(tmp_path / "out.parquet")
     valid = [i for i in range(12) if i != 3]
-    _, aspects = bundle.predict_with_aspects([prepare_text(text)[0] for text in source["text"].iloc[valid]])
+    prepared = [prepare_text(text)[0] for text in source["text"].iloc[valid]]
+    _, aspects = bundle.predict_with_aspects(prepared)
+    evidence = aspect_evidence(predictor, prepared)
     for index, aspect in enumerate(TOY_ASPECTS):
         polarity, confidence = output[f"aspect_{aspect}_polarity"], output[f"aspect_{aspect}_confidence"]
+        words = output[f"aspect_{aspect}_evidence"].iloc[valid]
         ids = aspects[:, index].argmax(axis=1)
         expected = [ASPECT_POLARITIES[i] if i else None for i in ids]
         assert [None if pd.isna(value) else value for value in polarity.iloc[valid]] == expected
@@ -441,6 +464,8 @@ def test_the_predict_command_adds_each_aspects_polarity_and_confidence(aspect_cl
             confidence.iloc[valid].to_numpy()[detected], aspects[:, index].max(axis=1)[detected], atol=1e-6
         )
         assert confidence.iloc[valid].isna().to_numpy()[~detected].all()
+        assert words[detected].tolist() == [" ".join(evidence[i][aspect]) for i in np.flatnonzero(detected)]
+        assert words[~detected].isna().all()
         assert pd.isna(polarity.iloc[3]) and pd.isna(confidence.iloc[3])
     assert output["error"].fillna("").iloc[3] != ""
 

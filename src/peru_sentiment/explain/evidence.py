@@ -3,39 +3,53 @@
 Every aspect head pools the token vectors by its own attention
 (``model.classifier.AspectAttention``), so the words it weighs most are the
 words its polarity is read from. Weights are summed over each word's pieces and
-shown for the words as written (``explain.tokens``).
+shown for the words as written (``explain.tokens``). The report reads the
+weights from the trained Keras model (:func:`aspect_attention`); the exported
+bundle's ``serve`` graph returns the same weights, and the server and
+``predict`` turn them into words with :func:`evidence_words`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from peru_sentiment.explain.tokens import align_words
 from peru_sentiment.model.classifier import ASPECT_OUTPUT
-from peru_sentiment.model.inputs import pad_batch
+from peru_sentiment.model.inputs import TextEncoder, pad_batch
 from peru_sentiment.model.predictor import SentimentPredictor
 
+EVIDENCE_WORDS = 3  # words shown per detected aspect
 
-def aspect_evidence(predictor: SentimentPredictor, texts: list[str], top_words: int = 3) -> list[dict[str, list[str]]]:
-    """Per prepared text, per aspect, the `top_words` words its head attends to most, most attended first."""
+
+def aspect_attention(predictor: SentimentPredictor, texts: list[str]) -> list[np.ndarray]:
+    """Per prepared text, its aspect heads' attention over its pieces: (aspects, pieces)."""
     if not predictor.aspects:
         raise ValueError("the model has no aspect heads: there is no aspect evidence to show")
     head = predictor.network.get_layer(ASPECT_OUTPUT)
     head_inputs = keras.Model(predictor.network.inputs, head.input)  # built once for all the texts
-    encoder = predictor.encoder
-    evidence = []
-    for text in texts:
-        encoding = encoder.tokenizer.encode(encoder.prefix + text)
-        alignment = align_words(encoding, text, encoder.prefix)
-        sequence, padding_mask = head_inputs(pad_batch([encoding.ids], encoder.pad_id), training=False)
-        weights = np.asarray(head.attention(sequence, padding_mask))[0]  # (aspects, pieces)
-        evidence.append(
-            {
-                aspect: [
-                    alignment.words[i] for i in np.argsort(-alignment.merge(piece_weights), kind="stable")[:top_words]
-                ]
-                for aspect, piece_weights in zip(predictor.aspects, weights, strict=True)
-            }
-        )
-    return evidence
+    weights = []
+    for ids in predictor.encoder.encode(texts):
+        sequence, padding_mask = head_inputs(pad_batch([ids], predictor.encoder.pad_id), training=False)
+        weights.append(np.asarray(head.attention(sequence, padding_mask))[0])
+    return weights
+
+
+def evidence_words(
+    encoder: TextEncoder, text: str, attention: np.ndarray, aspects: Sequence[str], top_words: int = EVIDENCE_WORDS
+) -> dict[str, list[str]]:
+    """Per aspect, the `top_words` words of the prepared `text` its attention (aspects, pieces) weighs most."""
+    alignment = align_words(encoder.tokenizer.encode(encoder.prefix + text), text, encoder.prefix)
+    return {aspect: alignment.top(weights, top_words) for aspect, weights in zip(aspects, attention, strict=True)}
+
+
+def aspect_evidence(
+    predictor: SentimentPredictor, texts: list[str], top_words: int = EVIDENCE_WORDS
+) -> list[dict[str, list[str]]]:
+    """Per prepared text, per aspect, the `top_words` words its head attends to most, most attended first."""
+    return [
+        evidence_words(predictor.encoder, text, weights, predictor.aspects, top_words)
+        for text, weights in zip(texts, aspect_attention(predictor, texts), strict=True)
+    ]

@@ -30,6 +30,12 @@ class WordAlignment:
         inside = self.piece_word >= 0
         return np.bincount(self.piece_word[inside], weights=np.asarray(scores)[inside], minlength=len(self.words))
 
+    def top(self, scores: np.ndarray, count: int) -> list[str]:
+        """The `count` words with the largest merged scores, largest first (per-piece `scores` may run past
+        the pieces, as a padded batch's do: the tail is ignored)."""
+        merged = self.merge(np.asarray(scores)[: len(self.piece_word)])
+        return [self.words[index] for index in np.argsort(-merged, kind="stable")[:count]]
+
 
 def align_words(encoding: Encoding, text: str, prefix: str = "") -> WordAlignment:
     """Align the pieces of ``encoding`` (of ``prefix + text``) with the words of ``text``."""

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from peru_sentiment.errors import DataError
-from peru_sentiment.model.inputs import TextEncoder, join_outputs, predict_texts, split_outputs
+from peru_sentiment.model.inputs import TextEncoder, predict_texts, split_outputs
 from peru_sentiment.schema import ASPECT_POLARITIES
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,18 @@ log = logging.getLogger(__name__)
 FAST_MODEL_DIR = "openvino"
 FAST_MODEL_FILE = "model.xml"
 RUNTIMES = ("auto", "tensorflow", "fast")  # what a loader may ask for: fast when present, or one of them
-# The outputs of the bundle's ``serve`` signature; the second only with aspect heads.
+# The outputs of the bundle's ``serve`` signature, in row order; the others only with aspect heads.
 PROBABILITIES = "probabilities"
 ASPECT_PROBABILITIES = "aspect_probabilities"
+ASPECT_ATTENTION = "aspect_attention"
+SERVE_OUTPUTS = (PROBABILITIES, ASPECT_PROBABILITIES, ASPECT_ATTENTION)
 
 
 def serve_rows(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The ``serve`` outputs as one row per text: class probabilities, then any aspect probabilities."""
-    arrays = {name: np.asarray(value, dtype=np.float32) for name, value in outputs.items()}
-    if ASPECT_PROBABILITIES not in arrays:
-        return arrays[PROBABILITIES]
-    return join_outputs(arrays[PROBABILITIES], arrays[ASPECT_PROBABILITIES])
+    """The ``serve`` outputs as one row per text: class probabilities, then any aspect probabilities,
+    then any aspect attention, each flattened (``inputs.join_outputs`` for the first two)."""
+    arrays = [np.asarray(outputs[name], dtype=np.float32) for name in SERVE_OUTPUTS if name in outputs]
+    return np.concatenate([array.reshape(len(array), -1) for array in arrays], axis=1)
 
 
 def convert_saved_model(saved_model_dir: Path, out_dir: Path) -> Path:
@@ -111,8 +112,8 @@ def accuracy_gate(
     """Validation macro-F1 of both models and the share of changed labels; raises DataError past the limits.
 
     With `aspects` (the number of aspect heads) both batch functions return joined rows
-    (``inputs.join_outputs``) and the share of changed (text, aspect) polarities must stay within
-    `max_aspect_flip_rate`.
+    (``inputs.join_outputs``; columns past the aspect probabilities, the attention, are not gated)
+    and the share of changed (text, aspect) polarities must stay within `max_aspect_flip_rate`.
     """
     if not texts:
         raise DataError("the fast-model accuracy gate needs validation texts; the validation split is empty")
@@ -120,7 +121,7 @@ def accuracy_gate(
     width = len(labels) + aspects * len(ASPECT_POLARITIES)
 
     def predicted(batch_function) -> tuple[np.ndarray, np.ndarray | None]:
-        rows = predict_texts(batch_function, encoder, list(texts), batch_size, width, bucket_lengths)
+        rows = predict_texts(batch_function, encoder, list(texts), batch_size, width, bucket_lengths)[:, :width]
         if not aspects:
             return label_names[rows.argmax(axis=1)], None
         probabilities, aspect_probabilities = split_outputs(rows, len(labels), aspects)

@@ -52,7 +52,8 @@ def openapi_document(settings: ServeSettings) -> dict:
                     "summary": "Sentiment of one text or a batch, and the aspects each text is about",
                     "description": (
                         "With aspect heads in the model, each prediction lists the aspects found with their "
-                        'polarity and confidence ("aspects": false turns it off, a list of names narrows it; a '
+                        "polarity, confidence and evidence words (the words its head weighs most) "
+                        '("aspects": false turns it off, a list of names narrows it; a '
                         "name the model has no head for is a 422). "
                         "With the same X-Request-ID, a retried request is stored once (1-128 letters, digits, "
                         ".:_-); without it the server makes one and returns it in the X-Request-ID header."

@@ -3,7 +3,8 @@
 Files are read and written in chunks, so memory stays flat however large the
 input. A row whose text is missing or empty is kept with an ``error`` and no
 label; nothing is dropped. A model with aspect heads adds, per aspect, the
-detected polarity and its probability (empty when the text is not about it).
+detected polarity, its probability and the evidence words (the words its head
+weighs most, space-separated), all empty when the text is not about it.
 The output is written to a temporary file beside the target and renamed when
 every row is done: a failed run leaves an existing output untouched and no
 partial file. With a store, the predicted rows are
@@ -50,15 +51,21 @@ def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) ->
 def _predict(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> tuple[pd.DataFrame, list[str]]:
     """:func:`predict_frame`'s result and the prepared (masked) texts."""
     prepared, errors = prepare_frame(frame, text_column)
-    valid = np.flatnonzero(errors == "")
-    probabilities, aspect_probabilities = bundle.predict_with_aspects([prepared[i] for i in valid])
-    result = with_predictions(frame, bundle.labels, errors, probabilities, bundle.aspects, aspect_probabilities)
+    texts = [prepared[i] for i in np.flatnonzero(errors == "")]
+    rows = bundle.predict_rows(texts)
+    probabilities, aspect_probabilities = bundle.split_rows(rows)
+    attention = bundle.split_attention(rows)
+    evidence = None if attention is None else [bundle.evidence(*pair) for pair in zip(texts, attention, strict=True)]
+    result = with_predictions(
+        frame, bundle.labels, errors, probabilities, bundle.aspects, aspect_probabilities, evidence
+    )
     return result, prepared
 
 
-def aspect_columns(aspect: str) -> tuple[str, str]:
-    """The predict output's columns of one aspect: its detected polarity, and that polarity's probability."""
-    return f"aspect_{aspect}_polarity", f"aspect_{aspect}_confidence"
+def aspect_columns(aspect: str) -> tuple[str, str, str]:
+    """The predict output's columns of one aspect: its detected polarity, that polarity's probability,
+    and the evidence words (empty for bundles exported before them)."""
+    return f"aspect_{aspect}_polarity", f"aspect_{aspect}_confidence", f"aspect_{aspect}_evidence"
 
 
 def check_text_column(frame: pd.DataFrame, text_column: str) -> None:
@@ -82,9 +89,10 @@ def with_predictions(
     valid_probabilities: np.ndarray,
     aspects: tuple[str, ...] = (),
     valid_aspect_probabilities: np.ndarray | None = None,
+    valid_evidence: list[dict[str, list[str]]] | None = None,
 ) -> pd.DataFrame:
-    """`frame` plus the prediction columns; `valid_probabilities` (and `valid_aspect_probabilities`, with
-    `aspects`) have one row per row without error, in order."""
+    """`frame` plus the prediction columns; `valid_probabilities` (and `valid_aspect_probabilities` and
+    any `valid_evidence`, the words per aspect, with `aspects`) have one row per row without error, in order."""
     valid = np.flatnonzero(errors == "")
     probabilities = np.full((len(frame), len(labels)), np.nan, dtype=np.float32)
     probabilities[valid] = valid_probabilities
@@ -102,8 +110,11 @@ def with_predictions(
         polarity[detected] = np.asarray(ASPECT_POLARITIES, dtype=object)[polarity_ids[polarity_ids > 0]]
         confidence = np.full(len(frame), np.nan, dtype=np.float32)
         confidence[detected] = found.max(axis=1)[polarity_ids > 0]
-        polarity_column, confidence_column = aspect_columns(aspect)
-        result[polarity_column], result[confidence_column] = polarity, confidence
+        evidence = np.full(len(frame), None, dtype=object)
+        if valid_evidence is not None:
+            evidence[detected] = [" ".join(valid_evidence[i][aspect]) for i in np.flatnonzero(polarity_ids > 0)]
+        polarity_column, confidence_column, evidence_column = aspect_columns(aspect)
+        result[polarity_column], result[confidence_column], result[evidence_column] = polarity, confidence, evidence
     result["error"] = errors
     return result
 
@@ -235,8 +246,12 @@ def output_schema(input_schema: pa.Schema, labels: tuple[str, ...], aspects: tup
     added = [pa.field("label", pa.string())]
     added += [pa.field(f"probability_{label}", pa.float32()) for label in labels]
     for aspect in aspects:
-        polarity_column, confidence_column = aspect_columns(aspect)
-        added += [pa.field(polarity_column, pa.string()), pa.field(confidence_column, pa.float32())]
+        polarity_column, confidence_column, evidence_column = aspect_columns(aspect)
+        added += [
+            pa.field(polarity_column, pa.string()),
+            pa.field(confidence_column, pa.float32()),
+            pa.field(evidence_column, pa.string()),
+        ]
     added.append(pa.field("error", pa.string()))
     names = {field.name for field in added}
     return pa.schema([field for field in input_schema if field.name not in names] + added)

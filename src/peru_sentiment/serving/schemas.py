@@ -78,7 +78,8 @@ AspectChoice = Annotated[
     AfterValidator(_check_aspects),
     Field(
         description=(
-            "The aspects found in each text, with polarity and confidence: true (all the model's aspects), "
+            "The aspects found in each text, with polarity, confidence and evidence words: "
+            "true (all the model's aspects), "
             f"false (none), or a list of aspect names ({', '.join(SERVICE_ASPECTS)})."
         )
     ),
@@ -114,6 +115,11 @@ class AspectFinding(BaseModel):
     aspect: str = Field(description=f"One of {', '.join(SERVICE_ASPECTS)}.")
     polarity: str = Field(description=f"One of {', '.join(ASPECT_POLARITIES[1:])}.")
     confidence: float = Field(description="The aspect head's probability of this polarity.")
+    evidence: list[str] | None = Field(
+        None,
+        description="The words of the text (personal data masked) the aspect's head weighs most, most weighed first "
+        "(absent for models exported before evidence words).",
+    )
 
 
 class Prediction(BaseModel):

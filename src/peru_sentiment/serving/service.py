@@ -116,16 +116,16 @@ class PredictionService:
         monitoring does not depend on what clients choose to read.
 
         With aspect heads each result lists the aspects found (``aspects``: true for all, false for
-        none, or the names to look for). With a store, the items are queued for it under ``request_id``
-        before this returns (:class:`~peru_sentiment.store.writer.StoreBusy` when its queue stays full).
+        none, or the names to look for), each with its evidence words when the bundle has them. With a
+        store, the items are queued for it under ``request_id`` before this returns
+        (:class:`~peru_sentiment.store.writer.StoreBusy` when its queue stays full).
         """
         received_at = utc_now()
         wanted = self.requested_aspects(aspects)
         texts = self.prepare(items)
         languages = self.detector.detect(texts)
-        probabilities, aspect_probabilities = self.bundle.split_rows(
-            np.asarray(self.batcher.submit(texts, timeout=self.timeout_s))
-        )
+        rows = np.asarray(self.batcher.submit(texts, timeout=self.timeout_s))
+        probabilities, aspect_probabilities = self.bundle.split_rows(rows)
         labels = self.bundle.labels
         results = [
             {
@@ -138,8 +138,13 @@ class PredictionService:
         ]
         found = [self.findings(row) for row in aspect_probabilities] if aspect_probabilities is not None else None
         if found is not None and aspects is not False:
-            for result, findings in zip(results, found, strict=True):
-                result["aspects"] = [finding for finding in findings if finding["aspect"] in wanted]
+            attention = self.bundle.split_attention(rows)
+            for index, (result, findings) in enumerate(zip(results, found, strict=True)):
+                shown = [finding for finding in findings if finding["aspect"] in wanted]
+                if shown and attention is not None:
+                    words = self.bundle.evidence(texts[index], attention[index])
+                    shown = [{**finding, "evidence": words[finding["aspect"]]} for finding in shown]
+                result["aspects"] = shown
         opinions = [tuple((f["aspect"], f["polarity"]) for f in findings) for findings in found or [[]] * len(items)]
         self.metrics.observe_predictions(
             PredictionRecord(result["label"], float(row.max()), item.region, item.channel, language, len(text), pairs)
