@@ -418,6 +418,43 @@ def test_metrics_count_every_detected_aspect_whatever_the_request_shows(aspect_c
     assert {key: value - before.get(key, 0) for key, value in after.items() if value != before.get(key, 0)} == expected
 
 
+def test_a_bundle_exported_before_evidence_words_serves_its_aspects_without_them(aspect_trained, params, tmp_path):
+    import shutil
+
+    from helpers import write_tiny_bundle
+    from peru_sentiment.export.bundle import MANIFEST_FILE, MODEL_FILE, file_sha256, load_bundle, write_saved_model
+    from peru_sentiment.serving.app import create_app
+    from peru_sentiment.serving.routes import EXTENSION
+    from peru_sentiment.serving.settings import load_settings
+
+    predictor, _ = aspect_trained
+    directory = write_tiny_bundle(predictor, tmp_path / "export" / "aspects-old", params.preprocess)
+    # as the export wrote it before evidence words: no attention output, no evidence_length
+    shutil.rmtree(directory / "saved_model")
+    write_saved_model(predictor.network, directory / "saved_model", explain_steps=16, aspects=True)
+    about = json.loads((directory / MODEL_FILE).read_text())
+    del about["evidence_length"]
+    (directory / MODEL_FILE).write_text(json.dumps(about))
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    manifest["files"] = {
+        path.relative_to(directory).as_posix(): {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+    bundle = load_bundle(directory)
+    assert bundle.evidence_length == 0 and bundle.split_attention(bundle.predict_rows(["demora pésimo"])) is None
+    flask_app = create_app(load_settings(model_dir=directory, max_items=8, warmup=False), bundle)
+    try:
+        texts = toy_aspect_feedback(6, seed=7)["text"].tolist()
+        body = flask_app.test_client().post("/v1/predict", json={"items": [{"text": t} for t in texts]}).get_json()
+        found = [finding for prediction in body["predictions"] for finding in prediction["aspects"]]
+        assert found and all(set(finding) == {"aspect", "polarity", "confidence"} for finding in found)
+    finally:
+        flask_app.extensions[EXTENSION].close()
+
+
 @pytest.mark.parametrize(
     ("aspects", "message"),
     [
