@@ -270,6 +270,9 @@ class AspectParams(_Strict):
     loss_weight: float = Field(default=1.0, ge=0)  # total loss = overall loss + loss_weight * aspect loss
     names: list[str] = Field(default=list(SERVICE_ASPECTS), min_length=1)  # the aspects with a head, in this order
     weight_scale: float = Field(default=1.0, gt=0)  # the heads learn this many times faster than the backbone
+    # after fine-tuning, epochs of the heads alone on the backbone's token vectors (training.aspect_refinement)
+    refine_epochs: int = Field(default=0, ge=0)
+    refine_learning_rate: float = Field(default=1e-4, gt=0)
 
     @field_validator("names")
     @classmethod

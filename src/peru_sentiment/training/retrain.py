@@ -2,6 +2,8 @@
 
 Imported real rows join by their source's weight and cap (``params.yaml: adaptation``);
 imported unlabelled rows, if any, add one round of self-training (``training.adaptation``).
+With aspect heads, ``train.aspects.refine_epochs`` more epochs then train the heads alone
+(``training.aspect_refinement``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from peru_sentiment.config import Params, TrainParams
 from peru_sentiment.paths import split_file
 from peru_sentiment.schema import MONITOR
 from peru_sentiment.training.adaptation import BertLearner, self_training_round, training_mix
+from peru_sentiment.training.aspect_refinement import refine_aspect_heads
 from peru_sentiment.training.distribution import strategy_scope
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,17 @@ def train_best_model(
             record["self_training"] = self_training_round(
                 learner, training, validation, unlabelled, params.adaptation.self_training, train_params.seed
             )
-    learner.fine_tuner.predictor().save(out)
+    predictor = learner.fine_tuner.predictor()
+    if predictor.aspects and train_params.aspects.refine_epochs:
+        record["aspect_refinement"] = refine_aspect_heads(
+            predictor,
+            training,
+            validation,
+            epochs=train_params.aspects.refine_epochs,
+            learning_rate=train_params.aspects.refine_learning_rate,
+            seed=train_params.seed,
+        )
+    predictor.save(out)
     return {
         "rows_in": len(training),
         "hyperparameters": train_params.model_dump(),
