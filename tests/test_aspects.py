@@ -538,3 +538,38 @@ def test_the_fast_model_gate_limits_changed_aspect_polarities(tiny_checkpoint):
     assert accuracy_gate(model(0), model(3), encoder, max_aspect_flip_rate=0.6, **common)["aspect_flip_rate"] == 0.5
     with pytest.raises(DataError, match=r"aspect polarities on 50\.00% \(limit 2%\)"):
         accuracy_gate(model(0), model(3), encoder, max_aspect_flip_rate=0.02, **common)
+
+
+def test_refining_the_aspect_heads_trains_them_alone_and_keeps_the_best_epoch(aspect_trained, tmp_path):
+    from peru_sentiment.training.aspect_refinement import refine_aspect_heads, token_vector_batches
+
+    trained, _ = aspect_trained
+    trained.save(tmp_path / "copy")
+    predictor = SentimentPredictor.load(tmp_path / "copy")  # the module's model stays as trained
+    train, validation = toy_aspect_feedback(120, seed=3), toy_aspect_feedback(60, seed=4)
+    texts = validation["text"].tolist()
+    classes_before, aspects_before = predictor.predict_with_aspects(texts)
+    head = predictor.network.get_layer("aspects")
+    others = {w.path: w.numpy() for w in predictor.network.weights if not w.path.startswith("aspects/")}
+    head_before = [w.copy() for w in head.get_weights()]
+
+    # only rows with aspect truth: every fifth toy row is "real" and has none
+    batches = token_vector_batches(predictor, train, batch_size=64)
+    assert sorted(np.concatenate([rows for *_, rows in batches]).tolist()) == [i for i in range(120) if i % 5 != 4]
+    record = refine_aspect_heads(predictor, train, validation, epochs=3, learning_rate=1e-3, seed=0)
+    assert record["epochs"] == 3 and 0 <= record["best_epoch"] <= 3
+    scores = record["validation_detection_f1"]
+    assert scores["after"] >= scores["before"]
+    classes_after, aspects_after = predictor.predict_with_aspects(texts)
+    np.testing.assert_array_equal(classes_after, classes_before)  # the overall head and the backbone as trained
+    for w in predictor.network.weights:
+        if not w.path.startswith("aspects/"):
+            np.testing.assert_array_equal(w.numpy(), others[w.path], err_msg=w.path)
+    truth = aspect_targets(validation, TOY_ASPECTS)
+    assert aspect_metrics(truth, aspects_after.argmax(axis=2), TOY_ASPECTS)["detection"]["f1"] == pytest.approx(
+        scores["after"], abs=1e-4
+    )
+    if record["best_epoch"] == 0:  # no epoch beat the trained heads: they are restored
+        np.testing.assert_allclose(aspects_after, aspects_before, atol=1e-6)
+    else:
+        assert any(not np.array_equal(a, b) for a, b in zip(head.get_weights(), head_before, strict=True))
