@@ -18,7 +18,7 @@ For each synthetic corpus (a ``generate`` output) and each real labelled set
   heads), tested on the same texts as the probe. A frozen probe or TF-IDF
   says little about what fine-tuning learns from a corpus, so judge a
   generator change with this before a full pipeline run: 4,000 texts and 1
-  epoch take ~8 minutes per corpus on 2 cores and gave the same real-text
+  epoch take 8-13 minutes per corpus on 2 cores and gave the same real-text
   mean as the default run's model (0.588 vs 0.583 on the five sets of the
   transfer protocol).
 
