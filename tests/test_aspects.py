@@ -433,7 +433,7 @@ def test_a_bundle_exported_before_evidence_words_serves_its_aspects_without_them
     import shutil
 
     from helpers import write_tiny_bundle
-    from peru_sentiment.export.bundle import MANIFEST_FILE, MODEL_FILE, file_sha256, load_bundle, write_saved_model
+    from peru_sentiment.export.bundle import MANIFEST_FILE, MODEL_FILE, load_bundle, manifest_files, write_saved_model
     from peru_sentiment.serving.app import create_app
     from peru_sentiment.serving.routes import EXTENSION
     from peru_sentiment.serving.settings import load_settings
@@ -447,11 +447,7 @@ def test_a_bundle_exported_before_evidence_words_serves_its_aspects_without_them
     del about["evidence_length"]
     (directory / MODEL_FILE).write_text(json.dumps(about))
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    manifest["files"] = {
-        path.relative_to(directory).as_posix(): {"sha256": file_sha256(path), "bytes": path.stat().st_size}
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_FILE
-    }
+    manifest["files"] = manifest_files(directory)
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
 
     bundle = load_bundle(directory)

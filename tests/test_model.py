@@ -1,14 +1,17 @@
 """Backbone sources, tokenization, bucketing, training and the saved predictor (tiny models)."""
 
+import collections
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from helpers import new_fine_tuner, toy_feedback
+from helpers import ROOT, new_fine_tuner, toy_feedback
 from peru_sentiment.model.checkpoints import load_backbone, load_tokenizer
 from peru_sentiment.model.inputs import TextEncoder, make_dataset, pad_batch, predict_in_length_order
 from peru_sentiment.model.predictor import SentimentPredictor
@@ -35,6 +38,25 @@ def test_local_hugging_face_directory_loads(tiny_checkpoint):
     assert ids[0] == tokenizer.token_to_id("[CLS]") and ids[-1] == tokenizer.token_to_id("[SEP]")
     output = backbone(pad_batch([ids], pad_id=0) | {"segment_ids": np.zeros((1, len(ids)), "int32")})
     assert output["sequence_output"].shape == (1, len(ids), 32)
+
+
+def test_the_tiny_vocabulary_is_the_same_in_every_process_and_keeps_frequent_words_whole(tmp_path):
+    script = (
+        "import json, sys; sys.path.insert(0, 'tests'); from helpers import toy_feedback; "
+        "from peru_sentiment.model.checkpoints import train_wordpiece; "
+        "t = train_wordpiece(toy_feedback(300, seed=0)['text'], 60); "
+        "print(json.dumps(sorted(t.get_vocab().items(), key=lambda kv: kv[1])))"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        for _ in range(3)
+    ]
+    assert runs[0] == runs[1] == runs[2], "the same texts give the same vocabulary, ids included"
+    vocabulary = [token for token, _ in json.loads(runs[0])]
+    assert len(vocabulary) == 60 and vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    counts = collections.Counter(" ".join(toy_feedback(300, seed=0)["text"]).split())
+    words = [token for token in vocabulary if len(token) > 1 and not token.startswith(("##", "["))]
+    assert words == sorted(counts, key=lambda word: (-counts[word], word))[: len(words)], "most frequent first"
 
 
 def test_encoder_truncates_to_max_length_keeping_the_end_token(tiny_checkpoint):

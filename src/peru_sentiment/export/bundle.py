@@ -217,11 +217,7 @@ def write_bundle(
     write_json(staging / DISTRIBUTION_FILE, {label: float(training_distribution.get(label, 0.0)) for label in labels})
     for name, source in (extra_files or {}).items():
         shutil.copyfile(source, staging / name)
-    files = {
-        path.relative_to(staging).as_posix(): {"sha256": file_sha256(path), "bytes": path.stat().st_size}
-        for path in sorted(staging.rglob("*"))
-        if path.is_file()
-    }
+    files = manifest_files(staging)
     manifest = {"format": FORMAT_VERSION, "version": directory.name, "files": files}
     if fast_model is not None:
         manifest["fast_model"] = fast_model
@@ -231,6 +227,15 @@ def write_bundle(
     (directory.parent / LATEST_FILE).write_text(directory.name + "\n")
     log.info("exported %d files (%.1f MB) to %s", len(files), sum(f["bytes"] for f in files.values()) / 1e6, directory)
     return directory
+
+
+def manifest_files(directory: Path) -> dict[str, dict]:
+    """The manifest's record of the files in a bundle `directory` (all but the manifest): sha256 and size."""
+    return {
+        path.relative_to(directory).as_posix(): {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
 
 
 def _write_models(

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from peru_sentiment.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf://"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def load_tokenizer(checkpoint: str) -> Tokenizer:
@@ -61,16 +63,32 @@ def _local_directory(checkpoint: str) -> Path:
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A cased WordPiece tokenizer (accents kept) trained on `texts`, with [CLS] ... [SEP]."""
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    """A cased WordPiece tokenizer (accents kept) for `texts`, with [CLS] ... [SEP].
+
+    The vocabulary is the special tokens, every character seen (alone and as a
+    ``##`` continuation) and then the most frequent words, ties in alphabetical
+    order, up to `vocab_size`; a word outside it splits into the longest known
+    pieces. Built here rather than by the ``tokenizers`` WordPiece trainer, whose
+    vocabulary differs from one process to the next (its hash maps are seeded per
+    process), so the same texts always give the same tiny model.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(
+        word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+    )
+    characters = sorted({character for word in counts for character in word})
+    vocabulary = [*SPECIAL_TOKENS, *characters, *(f"##{character}" for character in characters)]
+    known = set(vocabulary)
+    words = sorted((word for word in counts if word not in known), key=lambda word: (-counts[word], word))
+    vocabulary += words[: max(vocab_size - len(vocabulary), 0)]
+    tokenizer = Tokenizer(models.WordPiece({token: index for index, token in enumerate(vocabulary)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        single="[CLS] $A [SEP]",
+        special_tokens=[(token, SPECIAL_TOKENS.index(token)) for token in ("[CLS]", "[SEP]")],
     )
     return tokenizer
 

@@ -137,6 +137,11 @@ def head_model(model: keras.Model, output: str) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer(output).output, name=name)
 
 
+def aspect_head_inputs(model: keras.Model) -> keras.Model:
+    """The model from `model`'s inputs to its aspect heads' inputs (token vectors, padding mask), sharing its layers."""
+    return keras.Model(model.inputs, model.get_layer(ASPECT_OUTPUT).input, name=f"{model.name}_token_vectors")
+
+
 def freeze(backbone, trainable_layers: int, freeze_word_embeddings: bool) -> None:
     """Keep only the top `trainable_layers` transformer layers trainable (and the embeddings unless frozen).
 

@@ -19,9 +19,10 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from tqdm.auto import tqdm
 
 from peru_sentiment.evaluation.metrics import aspect_metrics
-from peru_sentiment.model.classifier import ASPECT_OUTPUT
+from peru_sentiment.model.classifier import ASPECT_OUTPUT, aspect_head_inputs
 from peru_sentiment.model.inputs import aspect_targets, pad_batch
 from peru_sentiment.model.predictor import SentimentPredictor
 from peru_sentiment.schema import ASPECT_POLARITIES
@@ -31,20 +32,20 @@ log = logging.getLogger(__name__)
 
 
 def token_vector_batches(
-    predictor: SentimentPredictor, frame: pd.DataFrame, batch_size: int
+    predictor: SentimentPredictor, frame: pd.DataFrame, batch_size: int, description: str = "token vectors"
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """The aspect heads' inputs for the rows of `frame` with aspect truth, in batches of similar length:
     (token vectors, padding mask, aspect targets, row positions in `frame`)."""
-    head = predictor.network.get_layer(ASPECT_OUTPUT)
-    head_inputs = keras.Model(predictor.network.inputs, head.input)
+    head_inputs = aspect_head_inputs(predictor.network)
+    token_vectors = tf.function(lambda batch: head_inputs(batch, training=False), reduce_retracing=True)  # 2x eager
     targets = aspect_targets(frame, predictor.aspects)
     rows = np.flatnonzero((targets >= 0).all(axis=1))
     ids = predictor.encoder.encode(frame["text"].iloc[rows].tolist())
     order = np.argsort([len(sequence) for sequence in ids], kind="stable")
     batches = []
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc=description, unit="batch", mininterval=5):
         chunk = order[start : start + batch_size]
-        sequence, padding_mask = head_inputs(pad_batch([ids[i] for i in chunk], predictor.encoder.pad_id))
+        sequence, padding_mask = token_vectors(pad_batch([ids[i] for i in chunk], predictor.encoder.pad_id))
         batches.append((np.asarray(sequence, np.float32), np.asarray(padding_mask), targets[rows[chunk]], rows[chunk]))
     return batches
 
@@ -70,8 +71,10 @@ def refine_aspect_heads(
     """Train `predictor`'s aspect heads alone for `epochs` more epochs (in place); the stage record's figures."""
     start = time.perf_counter()
     head = predictor.network.get_layer(ASPECT_OUTPUT)
-    train_batches = token_vector_batches(predictor, train, batch_size)
-    validation_batches = token_vector_batches(predictor, validation, batch_size)
+    train_batches = token_vector_batches(predictor, train, batch_size, "aspect heads: training token vectors")
+    validation_batches = token_vector_batches(
+        predictor, validation, batch_size, "aspect heads: validation token vectors"
+    )
     if not train_batches or not validation_batches:
         raise ValueError("refining the aspect heads needs training and validation rows with aspect truth")
     log.info(
