@@ -49,10 +49,12 @@ from sklearn.metrics import f1_score, recall_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from peru_sentiment import paths
 from peru_sentiment.evaluation.realism import domain_auc, same_languages
 from peru_sentiment.schema import LABELS
 
 log = logging.getLogger("generator_transfer")
+ROOT = Path(__file__).resolve().parents[1]
 TEST_SHARE, TEST_CAP, SEED = 0.3, 1500, 0
 
 
@@ -147,7 +149,7 @@ def fine_tuned_learner(corpus: pd.DataFrame, checkpoint: Path, rows: int, epochs
     from peru_sentiment.training.retrain import best_train_params
     from peru_sentiment.training.trainer import sample_rows
 
-    params = load_params(Path("params.yaml"))
+    params = load_params(ROOT / paths.PARAMS)
     train_params = best_train_params(params, best)
     aspects = train_params.aspects.model_copy(update={"enabled": False})
     train_params = train_params.model_copy(update={"epochs": epochs, "aspects": aspects})
@@ -173,7 +175,7 @@ def main() -> None:
     parser.add_argument("--probe-only", action="store_true", help="skip the domain AUC and the TF-IDF model")
     parser.add_argument("--fine-tune", type=int, default=0, help="with --e5: fine-tune on this many texts (0: off)")
     parser.add_argument("--fine-tune-epochs", type=int, default=1)
-    parser.add_argument("--best", type=Path, default=Path("experiments/best_hparams.json"), help="sweep's best")
+    parser.add_argument("--best", type=Path, default=ROOT / paths.BEST_HPARAMS, help="sweep's best")
     args = parser.parse_args()
     if args.fine_tune and not args.e5:
         parser.error("--fine-tune needs --e5 (the checkpoint to fine-tune)")

@@ -40,7 +40,7 @@ def test_local_hugging_face_directory_loads(tiny_checkpoint):
     assert output["sequence_output"].shape == (1, len(ids), 32)
 
 
-def test_the_tiny_vocabulary_is_the_same_in_every_process_and_keeps_frequent_words_whole(tmp_path):
+def test_the_tiny_vocabulary_is_the_same_in_every_process_and_keeps_frequent_words_whole():
     script = (
         "import json, sys; sys.path.insert(0, 'tests'); from helpers import toy_feedback; "
         "from peru_sentiment.model.checkpoints import train_wordpiece; "
