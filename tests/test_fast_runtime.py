@@ -10,6 +10,7 @@ from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export import bundle as bundle_module
 from peru_sentiment.export.bundle import BundleError, export_trained_model, load_bundle, verify_bundle
 from peru_sentiment.export.fast_runtime import FastModel
+from peru_sentiment.serving.settings import load_settings
 
 pytest.importorskip("openvino")
 
@@ -73,6 +74,41 @@ def test_server_workers_compile_the_fast_model_unpinned(fast_export):
     assert server.compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert server.compiled.get_property("ENABLE_CPU_PINNING") is False
     assert batch_job.compiled.get_property("NUM_STREAMS") == 1
+
+
+def test_fixed_shapes_compute_what_the_dynamic_model_computes(fast_export):
+    """The server's fixed shapes: a batch runs padded on the smallest that fits, the others dynamically."""
+    summary, _ = fast_export
+    directory = load_bundle(summary["path"], runtime="tensorflow").directory / "openvino"
+    fixed = FastModel(directory, "f32", model_threads=1, static_shapes=[(4, 16), (1, 8), (2, 8)])
+    dynamic = FastModel(directory, "f32", model_threads=1)
+    assert list(fixed.static) == [(1, 8), (2, 8), (4, 16)]  # smallest first
+    assert fixed.fixed_shape_for(1, 5) == (1, 8) and fixed.fixed_shape_for(2, 9) == (4, 16)
+    assert fixed.fixed_shape_for(5, 4) is None and fixed.fixed_shape_for(1, 17) is None
+    rng = np.random.default_rng(0)
+    for rows, pieces in [(1, 5), (2, 8), (3, 11), (5, 6), (1, 20)]:  # padded rows and pieces; two dynamic
+        lengths = rng.integers(2, pieces + 1, rows)
+        lengths[0] = pieces
+        mask = (np.arange(pieces) < lengths[:, None]).astype(np.int32)
+        batch = {"token_ids": rng.integers(4, 60, (rows, pieces)).astype(np.int32) * mask, "padding_mask": mask}
+        outputs = fixed(batch)
+        assert outputs.shape == (rows, 3)
+        np.testing.assert_allclose(outputs, dynamic(batch), atol=1e-5)
+    assert set(fixed._local.requests) == {(1, 8), (2, 8), (4, 16), None}  # each shape ran where it fits
+
+
+def test_the_server_compiles_its_fixed_shapes_up_to_the_longest_input(fast_export, tiny_bundle):
+    summary, _ = fast_export
+    settings = load_settings(model_dir=summary["path"], fast_static_rows=[1, 4], fast_static_pieces=[16, 500])
+    assert settings.static_shapes == [(1, 16), (1, 500), (4, 16), (4, 500)]
+    bundle = load_bundle(summary["path"], model_threads=1, static_shapes=settings.static_shapes)
+    longest = bundle.preprocessing["max_length"]
+    assert list(bundle.fast_model.static) == [(1, 16), (1, longest), (4, 16), (4, longest)]
+    texts = toy_feedback(12, seed=3)["text"].tolist()
+    reference = load_bundle(summary["path"], model_threads=1).predict_proba(texts)
+    np.testing.assert_allclose(bundle.predict_proba(texts), reference, atol=0.02)  # bf16 both; other shapes
+    with pytest.raises(ConfigError, match="fast_static_rows"):
+        load_settings(model_dir=tiny_bundle, fast_static_rows=[0])
 
 
 class _LabelSwappingModel(FastModel):

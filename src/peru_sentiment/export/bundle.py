@@ -383,13 +383,18 @@ class ModelBundle:
 
 
 def load_bundle(
-    path: Path, batch_size: int = 64, runtime: str = "auto", model_threads: int | None = None
+    path: Path,
+    batch_size: int = 64,
+    runtime: str = "auto",
+    model_threads: int | None = None,
+    static_shapes: Sequence[tuple[int, int]] = (),
 ) -> ModelBundle:
     """Verify and load a bundle (or the latest one under an export root).
 
     `runtime`: ``auto`` predicts with the fast model when the bundle has one and OpenVINO
     is installed, ``tensorflow`` always with the SavedModel, ``fast`` requires the fast model.
     `model_threads`: threads that predict at once, one core each (the server's); None: one, on all cores.
+    `static_shapes`: (rows, pieces) the fast model is also compiled for (``FastModel``; the server's).
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
@@ -402,7 +407,9 @@ def load_bundle(
         Tokenizer.from_file(str(directory / TOKENIZER_FILE)), preprocessing["max_length"], preprocessing["text_prefix"]
     )
     about = json.loads((directory / MODEL_FILE).read_text())
-    fast_model = _load_fast_model(directory, manifest, runtime, model_threads)
+    longest = int(preprocessing["max_length"])  # the encoder cuts every text there: no longer shape is needed
+    static_shapes = sorted({(rows, min(pieces, longest)) for rows, pieces in static_shapes})
+    fast_model = _load_fast_model(directory, manifest, runtime, model_threads, static_shapes)
     log.info(
         "loaded model bundle %s from %s (predictions: %s)",
         manifest["version"],
@@ -428,7 +435,13 @@ def load_bundle(
     return bundle
 
 
-def _load_fast_model(directory: Path, manifest: dict, runtime: str, model_threads: int | None) -> FastModel | None:
+def _load_fast_model(
+    directory: Path,
+    manifest: dict,
+    runtime: str,
+    model_threads: int | None,
+    static_shapes: Sequence[tuple[int, int]],
+) -> FastModel | None:
     if runtime == "tensorflow":
         return None
     if "fast_model" not in manifest:
@@ -436,7 +449,7 @@ def _load_fast_model(directory: Path, manifest: dict, runtime: str, model_thread
             raise BundleError(f"{directory} has no fast model; export it with export.fast_runtime: openvino")
         return None
     try:
-        return FastModel(directory / FAST_MODEL_DIR, manifest["fast_model"]["precision"], model_threads)
+        return FastModel(directory / FAST_MODEL_DIR, manifest["fast_model"]["precision"], model_threads, static_shapes)
     except ImportError:
         if runtime == "fast":
             raise ConfigError("the fast model needs OpenVINO; pip install openvino") from None

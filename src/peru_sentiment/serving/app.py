@@ -33,6 +33,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         batch_size=settings.model_batch_size,
         runtime=settings.model_runtime,
         model_threads=settings.model_threads,
+        static_shapes=settings.static_shapes,
     )
     metrics = ServiceMetrics(region_names(load_regions(settings.regions_file)))
     metrics.set_model(bundle.version, bundle.checkpoint, bundle.training_distribution)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
@@ -40,6 +41,8 @@ class ServeSettings(BaseSettings):
     model_batch_size: int = Field(gt=0)
     model_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
     model_runtime: Literal["auto", "tensorflow", "fast"] = "auto"
+    fast_static_rows: list[Annotated[int, Field(gt=0)]]
+    fast_static_pieces: list[Annotated[int, Field(gt=0)]]
     request_timeout_s: float = Field(gt=0)
     warmup: bool
     max_concurrent_explains: int = Field(gt=0)
@@ -53,6 +56,11 @@ class ServeSettings(BaseSettings):
     store_queue_size: int = Field(gt=0)
     store_batch_rows: int = Field(gt=0)
     store_retention_days: int = Field(gt=0)
+
+    @property
+    def static_shapes(self) -> list[tuple[int, int]]:
+        """The fixed (rows, pieces) shapes the fast model is compiled for: every rows x pieces pair."""
+        return list(itertools.product(self.fast_static_rows, self.fast_static_pieces))
 
     @field_validator("store_url")
     @classmethod
