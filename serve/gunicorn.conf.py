@@ -18,7 +18,7 @@ machine, so compare the ratios): memory 1.9 -> 3.9 GB RSS (1.6 -> 3.1 GB PSS),
 and ~20% fewer predictions per busy core (median 88 -> 71; 44 -> 36
 predictions/s, p99 630 -> 1080 ms), as each worker batches only its own
 clients' texts on its own core. (Those memory figures predate the fast model's fixed
-shapes, ``configs/serve.yaml``: with them an e5-small worker holds 4.8 GB RSS, 4.3 GB PSS,
+shapes, ``configs/serve.yaml``: with them an e5-small worker holds 4.2 GB RSS, 3.7 GB PSS,
 against 3.0 / 2.5 GB without.) Availability is worth that here; set
 ``SENTIMENT_WORKERS=1`` where throughput on 2 cores matters more than a crash
 gap. Above 8 cores, one worker per 4 cores. ``preload_app`` (load once in the

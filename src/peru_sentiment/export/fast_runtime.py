@@ -73,7 +73,7 @@ class FastModel:
     are masked) and run there; other batches run on the model with dynamic shapes. Whenever the
     shape changes, the dynamic model re-plans its ~1,000 operations: on 2 cores (e5-small, bf16,
     one thread) that is ~8 ms per call, more than half the cost of a single short text, and a server
-    sees a new shape on nearly every call. A fixed shape costs ~60 MB more memory each.
+    sees a new shape on nearly every call. A fixed shape costs ~65 MB more memory each.
     """
 
     def __init__(
