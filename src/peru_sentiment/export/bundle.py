@@ -388,12 +388,14 @@ def load_bundle(
     runtime: str = "auto",
     model_threads: int | None = None,
     static_shapes: Sequence[tuple[int, int]] = (),
+    call_threads: int = 1,
 ) -> ModelBundle:
     """Verify and load a bundle (or the latest one under an export root).
 
     `runtime`: ``auto`` predicts with the fast model when the bundle has one and OpenVINO
     is installed, ``tensorflow`` always with the SavedModel, ``fast`` requires the fast model.
-    `model_threads`: threads that predict at once, one core each (the server's); None: one, on all cores.
+    `model_threads`: threads that predict at once (the server's), each on `call_threads` cores with the
+    fast model and on one with TensorFlow; None: one, on all cores.
     `static_shapes`: (rows, pieces) the fast model is also compiled for (``FastModel``; the server's).
     """
     if runtime not in RUNTIMES:
@@ -409,7 +411,7 @@ def load_bundle(
     about = json.loads((directory / MODEL_FILE).read_text())
     longest = int(preprocessing["max_length"])  # the encoder cuts every text there: no longer shape is needed
     static_shapes = sorted({(rows, min(pieces, longest)) for rows, pieces in static_shapes})
-    fast_model = _load_fast_model(directory, manifest, runtime, model_threads, static_shapes)
+    fast_model = _load_fast_model(directory, manifest, runtime, model_threads, static_shapes, call_threads)
     log.info(
         "loaded model bundle %s from %s (predictions: %s)",
         manifest["version"],
@@ -441,6 +443,7 @@ def _load_fast_model(
     runtime: str,
     model_threads: int | None,
     static_shapes: Sequence[tuple[int, int]],
+    call_threads: int,
 ) -> FastModel | None:
     if runtime == "tensorflow":
         return None
@@ -449,7 +452,8 @@ def _load_fast_model(
             raise BundleError(f"{directory} has no fast model; export it with export.fast_runtime: openvino")
         return None
     try:
-        return FastModel(directory / FAST_MODEL_DIR, manifest["fast_model"]["precision"], model_threads, static_shapes)
+        precision = manifest["fast_model"]["precision"]
+        return FastModel(directory / FAST_MODEL_DIR, precision, model_threads, static_shapes, call_threads)
     except ImportError:
         if runtime == "fast":
             raise ConfigError("the fast model needs OpenVINO; pip install openvino") from None

@@ -65,8 +65,8 @@ class FastModel:
     (``serve_rows``: the class probabilities, then the aspect probabilities of a model with aspect heads).
 
     Thread-safe: each calling thread gets its own inference requests. By default one batch at a
-    time runs on all cores (``predict``); with `model_threads` that many batches run at once, one
-    core each, as TensorFlow runs in the server (``serve/gunicorn.conf.py``).
+    time runs on all cores (``predict``); with `model_threads` that many batches run at once, each
+    on `call_threads` threads (the server's, ``serve/gunicorn.conf.py``).
 
     `static_shapes` ((rows, pieces) pairs): each is also compiled for that fixed shape, and a batch
     that fits one is padded to the smallest that fits (extra rows repeat the first row, extra pieces
@@ -82,6 +82,7 @@ class FastModel:
         precision: str,
         model_threads: int | None = None,
         static_shapes: Sequence[tuple[int, int]] = (),
+        call_threads: int = 1,
     ):
         import openvino as ov
 
@@ -90,7 +91,8 @@ class FastModel:
             # Several server workers each run their own model: OpenVINO's default pins a process's
             # inference threads to the first cores, so two one-thread workers shared one core
             # (16 clients, 2 cores: 55 predictions/s, 1.1 cores busy; unpinned: 101-118/s, 1.9 cores).
-            config["INFERENCE_NUM_THREADS"] = str(model_threads)
+            # Each of the `model_threads` batches running at once may use `call_threads` threads.
+            config["INFERENCE_NUM_THREADS"] = str(model_threads * call_threads)
             config["ENABLE_CPU_PINNING"] = "NO"
         self.precision = precision
         core = ov.Core()

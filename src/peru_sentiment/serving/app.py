@@ -34,6 +34,7 @@ def create_app(settings: ServeSettings | None = None, bundle: ModelBundle | None
         runtime=settings.model_runtime,
         model_threads=settings.model_threads,
         static_shapes=settings.static_shapes,
+        call_threads=settings.model_call_threads,
     )
     metrics = ServiceMetrics(region_names(load_regions(settings.regions_file)))
     metrics.set_model(bundle.version, bundle.checkpoint, bundle.training_distribution)

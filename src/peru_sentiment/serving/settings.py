@@ -40,6 +40,7 @@ class ServeSettings(BaseSettings):
     max_wait_ms: float = Field(ge=0)
     model_batch_size: int = Field(gt=0)
     model_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0)
+    model_call_threads: int = Field(default=1, gt=0)
     model_runtime: Literal["auto", "tensorflow", "fast"] = "auto"
     fast_static_rows: list[Annotated[int, Field(gt=0)]]
     fast_static_pieces: list[Annotated[int, Field(gt=0)]]
