@@ -40,9 +40,11 @@ def export_without_heads(trained: Path, bundle: Path, out_root: Path) -> Path:
     from peru_sentiment.model.classifier import OVERALL_OUTPUT, head_model
     from peru_sentiment.model.predictor import SentimentPredictor
 
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    if "fast_model" not in manifest:
+        raise SystemExit(f"{bundle} has no fast model; export it with export.fast_runtime: openvino")
     predictor = SentimentPredictor.load(trained)
     about = json.loads((bundle / MODEL_FILE).read_text())
-    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
     return write_bundle(
         head_model(predictor.network, OVERALL_OUTPUT),
         predictor.encoder.tokenizer,

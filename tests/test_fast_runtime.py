@@ -101,7 +101,7 @@ def test_fixed_shapes_compute_what_the_dynamic_model_computes(fast_export):
     assert set(fixed._local.requests) == {(1, 8), (2, 8), (4, 16), None}  # each shape ran where it fits
 
 
-def test_the_server_compiles_its_fixed_shapes_up_to_the_longest_input(fast_export, tiny_bundle):
+def test_the_server_compiles_its_fixed_shapes_up_to_the_longest_input(fast_export):
     summary, _ = fast_export
     settings = load_settings(model_dir=summary["path"], fast_static_rows=[1, 4], fast_static_pieces=[16, 500])
     assert settings.static_shapes == [(1, 16), (1, 500), (4, 16), (4, 500)]
@@ -112,7 +112,7 @@ def test_the_server_compiles_its_fixed_shapes_up_to_the_longest_input(fast_expor
     reference = load_bundle(summary["path"], model_threads=1).predict_proba(texts)
     np.testing.assert_allclose(bundle.predict_proba(texts), reference, atol=0.02)  # bf16 both; other shapes
     with pytest.raises(ConfigError, match="fast_static_rows"):
-        load_settings(model_dir=tiny_bundle, fast_static_rows=[0])
+        load_settings(model_dir=summary["path"], fast_static_rows=[0])
 
 
 class _LabelSwappingModel(FastModel):

@@ -410,7 +410,7 @@ def load_bundle(
     )
     about = json.loads((directory / MODEL_FILE).read_text())
     longest = int(preprocessing["max_length"])  # the encoder cuts every text there: no longer shape is needed
-    static_shapes = sorted({(rows, min(pieces, longest)) for rows, pieces in static_shapes})
+    static_shapes = [(rows, min(pieces, longest)) for rows, pieces in static_shapes]
     fast_model = _load_fast_model(directory, manifest, runtime, model_threads, static_shapes, call_threads)
     log.info(
         "loaded model bundle %s from %s (predictions: %s)",

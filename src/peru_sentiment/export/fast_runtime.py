@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -99,10 +100,14 @@ class FastModel:
         model = core.read_model(str(model_dir / FAST_MODEL_FILE))
         self.compiled = core.compile_model(model, "CPU", config)
         self.static = {}
+        started = time.perf_counter()
         for rows, pieces in sorted(set(static_shapes), key=lambda shape: (shape[0] * shape[1], shape)):
             fixed = model.clone()
             fixed.reshape({name: [rows, pieces] for name in MODEL_INPUTS})
             self.static[(rows, pieces)] = core.compile_model(fixed, "CPU", config)
+        if self.static:
+            seconds = time.perf_counter() - started
+            log.info("fast model compiled for %d fixed shapes in %.1f s", len(self.static), seconds)
         self._local = threading.local()
 
     def _request(self, shape: tuple[int, int] | None):
