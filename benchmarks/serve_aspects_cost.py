@@ -78,29 +78,30 @@ def main() -> None:
     from peru_sentiment.serving.launch import start_server
 
     with_heads = resolve_bundle(args.bundle)
-    scratch = Path(tempfile.mkdtemp(prefix="serve-aspects-cost-"))
-    without_heads = export_without_heads(args.trained, with_heads, scratch)
     texts = pd.read_parquet(args.texts)["text"].sample(n=2000, random_state=0).tolist()
-
-    def predictions_per_s(bundle: Path) -> dict:
-        process, url = start_server(bundle, scratch / "server.log", SENTIMENT_MODEL_RUNTIME="fast")
-        try:
-            return measure(process, url, texts, args.concurrency, args.seconds, repeats=1)
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
-
     pairs = []
-    for pair in range(args.pairs):
-        with_aspects, without = predictions_per_s(with_heads), predictions_per_s(without_heads)
-        ratio = with_aspects["predictions_per_s"] / without["predictions_per_s"]
-        pairs.append({"with_aspects": with_aspects, "without": without, "ratio": round(ratio, 3)})
-        print(
-            f"pair {pair + 1}: with aspects {with_aspects['predictions_per_s']:.1f}/s "
-            f"(p99 {with_aspects['p99_ms']:.0f} ms), without {without['predictions_per_s']:.1f}/s "
-            f"(p99 {without['p99_ms']:.0f} ms): {ratio:.3f}",
-            flush=True,
-        )
+    with tempfile.TemporaryDirectory(prefix="serve-aspects-cost-") as folder:  # the head-less bundle: ~1 GB
+        scratch = Path(folder)
+        without_heads = export_without_heads(args.trained, with_heads, scratch)
+
+        def predictions_per_s(bundle: Path) -> dict:
+            process, url = start_server(bundle, scratch / "server.log", SENTIMENT_MODEL_RUNTIME="fast")
+            try:
+                return measure(process, url, texts, args.concurrency, args.seconds, repeats=1)
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+
+        for pair in range(args.pairs):
+            with_aspects, without = predictions_per_s(with_heads), predictions_per_s(without_heads)
+            ratio = with_aspects["predictions_per_s"] / without["predictions_per_s"]
+            pairs.append({"with_aspects": with_aspects, "without": without, "ratio": round(ratio, 3)})
+            print(
+                f"pair {pair + 1}: with aspects {with_aspects['predictions_per_s']:.1f}/s "
+                f"(p99 {with_aspects['p99_ms']:.0f} ms), without {without['predictions_per_s']:.1f}/s "
+                f"(p99 {without['p99_ms']:.0f} ms): {ratio:.3f}",
+                flush=True,
+            )
     result = {
         "bundle": with_heads.name,
         "concurrency": args.concurrency,
