@@ -123,3 +123,18 @@ def run_predict(bundle: Path, source: Path, output: Path, *options: str):
 
     command = ["predict", "--model", str(bundle), "--input", str(source), "--output", str(output), "--no-progress"]
     return CliRunner().invoke(app, [*command, *options])
+
+
+def assert_same_rows(expected, actual) -> None:
+    """Two prediction outputs (data frames) agree: the same columns and rows, probabilities within 1e-6."""
+    import numpy as np
+    import pandas as pd
+
+    assert list(actual.columns) == list(expected.columns)
+    assert len(actual) == len(expected)
+    probability_columns = [column for column in expected.columns if column.startswith("probability_")]
+    other = [column for column in expected.columns if column not in probability_columns]
+    pd.testing.assert_frame_equal(actual[other], expected[other])
+    np.testing.assert_allclose(
+        actual[probability_columns].to_numpy(float), expected[probability_columns].to_numpy(float), atol=1e-6
+    )

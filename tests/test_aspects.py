@@ -514,6 +514,24 @@ def test_the_predict_command_adds_each_aspects_polarity_confidence_and_evidence(
     assert output["error"].fillna("").iloc[3] != ""
 
 
+def test_predict_beam_writes_the_same_aspect_columns_as_predict(aspect_client, tmp_path):
+    from helpers import assert_same_rows, run_predict
+    from peru_sentiment.serving.predict_beam import predict_with_beam
+    from peru_sentiment.tables import read_table
+
+    _, bundle, _ = aspect_client
+    source = toy_aspect_feedback(40, seed=4)[["feedback_id", "text"]]
+    source.loc[5, "text"] = "  "  # kept, with predict's error
+    path = tmp_path / "in.parquet"
+    source.to_parquet(path)
+    assert run_predict(bundle.directory, path, tmp_path / "predict.parquet").exit_code == 0
+    summary = predict_with_beam(bundle.directory, path, tmp_path / "beam.parquet", "text", chunk_rows=16)
+    expected, actual = read_table(tmp_path / "predict.parquet"), read_table(tmp_path / "beam.parquet")
+    assert summary["rows"] == 40 and summary["errors"] == {"empty text": 1}
+    assert expected[[f"aspect_{aspect}_evidence" for aspect in TOY_ASPECTS]].notna().any().any()
+    assert_same_rows(expected, actual)
+
+
 def test_the_fast_model_gate_limits_changed_aspect_polarities(tiny_checkpoint):
     from peru_sentiment.errors import DataError
     from peru_sentiment.export.fast_runtime import accuracy_gate

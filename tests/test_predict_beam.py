@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import toy_feedback
+from helpers import assert_same_rows, toy_feedback
 from peru_sentiment.errors import PipelineError
 from peru_sentiment.export.bundle import load_bundle
 from peru_sentiment.serving.predict_beam import predict_with_beam
@@ -36,17 +35,6 @@ def both_outputs(bundle, source, tmp_path, pipeline_args=(), **options):
     )
     outputs = [read_table(tmp_path / f"{name}{source.suffix}") for name in ("predict", "beam")]
     return (expected, outputs[0]), (beam, outputs[1])
-
-
-def assert_same_rows(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
-    assert list(actual.columns) == list(expected.columns)
-    assert len(actual) == len(expected)
-    probability_columns = [column for column in expected.columns if column.startswith("probability_")]
-    other = [column for column in expected.columns if column not in probability_columns]
-    pd.testing.assert_frame_equal(actual[other], expected[other])
-    np.testing.assert_allclose(
-        actual[probability_columns].to_numpy(float), expected[probability_columns].to_numpy(float), atol=1e-6
-    )
 
 
 @pytest.mark.parametrize(("suffix", "pipeline_args"), [(".csv", LOCAL_TWO_WORKERS), (".parquet", ())])

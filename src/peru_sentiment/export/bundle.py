@@ -35,7 +35,7 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,10 +360,13 @@ class ModelBundle:
         width = len(self.aspects) * self.evidence_length
         return rows[:, -width:].reshape(len(rows), len(self.aspects), self.evidence_length)
 
-    def evidence(self, text: str, attention: np.ndarray) -> dict[str, list[str]]:
-        """Per aspect, the words of a prepared text its head weighs most (``explain.evidence``);
-        `attention` is the text's :meth:`split_attention`."""
-        return evidence_words(self.encoder, text, attention, self.aspects)
+    def evidence(
+        self, text: str, attention: np.ndarray, aspects: Collection[str] | None = None
+    ) -> dict[str, list[str]]:
+        """Per aspect (all the model's, or only `aspects`), the words of a prepared text its head weighs most
+        (``explain.evidence``); `attention` is the text's :meth:`split_attention`."""
+        heads = [index for index, name in enumerate(self.aspects) if aspects is None or name in aspects]
+        return evidence_words(self.encoder, text, attention[heads], [self.aspects[index] for index in heads])
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities of prepared texts (``prepare_text``), columns in ``labels`` order."""
@@ -461,13 +464,15 @@ def _load_fast_model(
         return None
 
 
-def bundle_labels(path: Path) -> tuple[str, ...]:
-    """The label order of a verified bundle, without loading its model."""
+def bundle_heads(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The label order and the aspect heads (none for bundles exported before them) of a verified
+    bundle, without loading its model."""
     directory = resolve_bundle(Path(path))
     if not directory.is_dir():
         raise BundleError(f"model bundle {directory} not found; run `dvc repro export` or set the model path")
     verify_bundle(directory)
-    return tuple(json.loads((directory / MODEL_FILE).read_text())["labels"])
+    about = json.loads((directory / MODEL_FILE).read_text())
+    return tuple(about["labels"]), tuple(about.get("aspects", ()))
 
 
 def checkpoint_name(params: Params) -> str:

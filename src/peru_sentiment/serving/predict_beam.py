@@ -5,7 +5,7 @@ chunk's texts get ``prepare_text`` exactly as in ``predict``
 (:func:`predict_file.prepare_frame`), and its valid texts go through Beam's
 ``RunInference`` as one example for :class:`BundleModelHandler` (the bundle
 loaded once per worker process, the chunk's texts sorted by length into model
-calls); the probabilities join their rows (rows with bad text keep their
+calls); the outputs (probabilities, aspects, evidence words) join their rows (rows with bad text keep their
 error) and each chunk's result is written to a shard. A chunk, not a text, is
 the element: one element per text costs Beam more than the model on short texts. The command then merges the
 shards in input order into one output file with ``predict``'s writer, so the
@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
-from peru_sentiment.export.bundle import ModelBundle, bundle_labels, load_bundle
+from peru_sentiment.export.bundle import ModelBundle, bundle_heads, load_bundle
 from peru_sentiment.serving.predict_file import (
     check_paths,
     check_text_column,
+    model_outputs,
     prepare_frame,
     with_predictions,
     write_predictions,
@@ -47,7 +48,8 @@ SHARD_SUFFIX = ".pkl"
 
 
 class BundleModelHandler(ModelHandler):
-    """RunInference's view of an export bundle: a list of prepared texts in, their class probabilities out."""
+    """RunInference's view of an export bundle: a list of prepared texts in, ``predict``'s model outputs out
+    (:func:`predict_file.model_outputs`: class probabilities, and the aspects with their evidence words)."""
 
     def __init__(self, bundle_path: str, batch_size: int, runtime: str, model_threads: int | None):
         super().__init__()
@@ -62,8 +64,8 @@ class BundleModelHandler(ModelHandler):
     def run_inference(
         self, batch: Sequence[list[str]], model: ModelBundle, inference_args: dict | None = None
     ) -> Iterable[PredictionResult]:
-        # Each example is a chunk's texts: sorted by length into model calls inside predict_proba.
-        return [PredictionResult(texts, model.predict_proba(texts)) for texts in batch]
+        # Each example is a chunk's texts: sorted by length into model calls inside predict_rows.
+        return [PredictionResult(texts, model_outputs(model, texts)) for texts in batch]
 
     def batch_elements_kwargs(self) -> dict:
         return {"min_batch_size": 1, "max_batch_size": 1}  # a chunk is already a batch
@@ -83,11 +85,10 @@ def _prepare_chunk(element, text_column: str):
     return (index, frame, errors), [prepared[row] for row in np.flatnonzero(errors == "")]
 
 
-def _write_shard(element, labels: tuple[str, ...], shard_dir: str) -> int:
-    """A chunk with its valid rows' probabilities, written as its result frame to the chunk's shard."""
+def _write_shard(element, labels: tuple[str, ...], aspects: tuple[str, ...], shard_dir: str) -> int:
+    """A chunk with its valid rows' model outputs, written as its result frame to the chunk's shard."""
     (index, frame, errors), prediction = element
-    probabilities = np.asarray(prediction.inference, dtype=np.float32).reshape(-1, len(labels))
-    result = with_predictions(frame, labels, errors, probabilities)
+    result = with_predictions(frame, labels, errors, *prediction.inference, aspects=aspects)
     path = Path(shard_dir) / f"{index:09d}{SHARD_SUFFIX}"
     path.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     return len(result)
@@ -124,7 +125,7 @@ def predict_with_beam(
     first = next(read_table_chunks(source, 1, encoding), None)
     if first is not None:
         check_text_column(first, text_column)  # the same error as predict, before any worker starts
-    labels = bundle_labels(bundle_path)
+    labels, aspects = bundle_heads(bundle_path)
     handler = KeyedModelHandler(BundleModelHandler(str(bundle_path), batch_size, runtime, model_threads))
     shard_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".shards", dir=output.parent))
     try:
@@ -136,8 +137,8 @@ def predict_with_beam(
                 | "Spread chunks" >> beam.Reshuffle()
                 | "Prepare text" >> beam.Map(_prepare_chunk, text_column)
                 | "Predict" >> RunInference(handler)
-                | "Write shards" >> beam.Map(_write_shard, labels, str(shard_dir))
+                | "Write shards" >> beam.Map(_write_shard, labels, aspects, str(shard_dir))
             )
-        return write_predictions(_read_shards(shard_dir), source, output, labels, escape_formulas, False)
+        return write_predictions(_read_shards(shard_dir), source, output, labels, escape_formulas, False, aspects)
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)

@@ -52,14 +52,26 @@ def _predict(bundle: ModelBundle, frame: pd.DataFrame, text_column: str) -> tupl
     """:func:`predict_frame`'s result and the prepared (masked) texts."""
     prepared, errors = prepare_frame(frame, text_column)
     texts = [prepared[i] for i in np.flatnonzero(errors == "")]
+    result = with_predictions(frame, bundle.labels, errors, *model_outputs(bundle, texts), aspects=bundle.aspects)
+    return result, prepared
+
+
+def model_outputs(
+    bundle: ModelBundle, texts: list[str]
+) -> tuple[np.ndarray, np.ndarray | None, list[dict[str, list[str]]] | None]:
+    """What :func:`with_predictions` adds, for prepared texts: the class probabilities, and with aspect heads
+    the aspect probabilities and, per text, the evidence words of the aspects found (None without)."""
     rows = bundle.predict_rows(texts)
     probabilities, aspect_probabilities = bundle.split_rows(rows)
     attention = bundle.split_attention(rows)
-    evidence = None if attention is None else [bundle.evidence(*pair) for pair in zip(texts, attention, strict=True)]
-    result = with_predictions(
-        frame, bundle.labels, errors, probabilities, bundle.aspects, aspect_probabilities, evidence
-    )
-    return result, prepared
+    evidence = None
+    if attention is not None:  # the words of the aspects found only (most probable polarity not "absent")
+        found = aspect_probabilities.argmax(axis=-1) > 0
+        evidence = [
+            bundle.evidence(text, weights, {name for name, hit in zip(bundle.aspects, hits, strict=True) if hit})
+            for text, weights, hits in zip(texts, attention, found, strict=True)
+        ]
+    return probabilities, aspect_probabilities, evidence
 
 
 def aspect_columns(aspect: str) -> tuple[str, str, str]:
@@ -87,9 +99,9 @@ def with_predictions(
     labels: tuple[str, ...],
     errors: np.ndarray,
     valid_probabilities: np.ndarray,
-    aspects: tuple[str, ...] = (),
     valid_aspect_probabilities: np.ndarray | None = None,
     valid_evidence: list[dict[str, list[str]]] | None = None,
+    aspects: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """`frame` plus the prediction columns; `valid_probabilities` (and `valid_aspect_probabilities` and
     any `valid_evidence`, the words per aspect, with `aspects`) have one row per row without error, in order."""

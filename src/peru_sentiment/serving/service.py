@@ -142,7 +142,7 @@ class PredictionService:
             for index, (result, findings) in enumerate(zip(results, found, strict=True)):
                 shown = [finding for finding in findings if finding["aspect"] in wanted]
                 if shown and attention is not None:
-                    words = self.bundle.evidence(texts[index], attention[index])
+                    words = self.bundle.evidence(texts[index], attention[index], {f["aspect"] for f in shown})
                     shown = [{**finding, "evidence": words[finding["aspect"]]} for finding in shown]
                 result["aspects"] = shown
         opinions = [tuple((f["aspect"], f["polarity"]) for f in findings) for findings in found or [[]] * len(items)]
