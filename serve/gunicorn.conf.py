@@ -7,11 +7,10 @@ model call over two threads costs more in synchronisation than it gains. So
 TensorFlow runs each call on one thread (``TF_NUM_INTRAOP_THREADS=1``), and
 each worker runs as many calls at once as its share of the cores (the
 micro-batcher's ``model_threads``, taking batches from one shared queue).
-The fast OpenVINO model is the exception: its call on a single text may use
-all the cores (``SENTIMENT_MODEL_CALL_THREADS``: cores / share), so a lone
-request is not held to one core while the others idle. Under load, when
-texts queue up into batches, each batch runs on one thread, as the other
-workers' calls keep the other cores busy (``export.fast_runtime.FastModel``).
+The fast OpenVINO model is the exception: one of its calls may use all the
+cores (``SENTIMENT_MODEL_CALL_THREADS``: cores / share), so a lone request is
+not held to one core while the others idle; under load the workers' threads
+share the cores, measured without loss (below, where it is set).
 
 Two workers at least, even on 2 cores: with one, a crashed worker (out of
 memory, a native fault) means no service at all until its replacement has
@@ -75,10 +74,9 @@ share = str(max(1, cores // workers))
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", share)
 os.environ.setdefault("SENTIMENT_MODEL_THREADS", share)
-# The fast (OpenVINO) model: its calls on a single text may use the other workers' cores too, so a
-# lone request runs on all the cores (2 cores, 2 workers, alternating runs: 1 client p50 13.0-14.0
-# vs 15.5-16.2 ms); batches of several texts run on one thread (16 clients, perf: OpenVINO's threads
-# waiting for each other took ~14% of the CPU with two threads per batch, ~4% with one).
+# The fast (OpenVINO) model: each of those calls may use the other workers' cores too, so a lone
+# request runs on all the cores (2 cores, 2 workers, alternating runs: 1 client p50 13.0-14.0 vs
+# 15.5-16.2 ms; 16 clients 130-139 vs 135-136 predictions/s, the same within the runs' spread).
 os.environ.setdefault("SENTIMENT_MODEL_CALL_THREADS", str(max(1, cores // int(share))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Set before prometheus_client is imported anywhere: it picks its value storage at import.

@@ -67,8 +67,7 @@ class FastModel:
 
     Thread-safe: each calling thread gets its own inference requests. By default one batch at a
     time runs on all cores (``predict``); with `model_threads` that many batches run at once, each
-    on `call_threads` threads (the server's, ``serve/gunicorn.conf.py``), except on the fixed shapes
-    of several rows (below), which run on one thread each.
+    on `call_threads` threads (the server's, ``serve/gunicorn.conf.py``).
 
     `static_shapes` ((rows, pieces) pairs): each is also compiled for that fixed shape, and a batch
     that fits one is padded to the smallest that fits (extra rows repeat the first row, extra pieces
@@ -76,12 +75,6 @@ class FastModel:
     shape changes, the dynamic model re-plans its ~1,000 operations: on 2 cores (e5-small, bf16,
     one thread) that is ~8 ms per call, more than half the cost of a single short text, and a server
     sees a new shape on nearly every call. A fixed shape costs ~65 MB more memory each.
-
-    A server's batch has several rows only when requests queue up, that is under load, when every
-    worker's calls already keep the cores busy: there a call on `call_threads` threads only makes
-    OpenVINO's threads wait for each other (2 workers on 2 cores, 16 clients, perf: ~14% of the CPU
-    in ``sched_yield`` and TBB against ~4% with one thread). So only single-row fixed shapes, a
-    lone request's, get `call_threads`.
     """
 
     def __init__(
@@ -95,16 +88,13 @@ class FastModel:
         import openvino as ov
 
         config = {"INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": str(model_threads or 1)}
-        batch_config = config
         if model_threads:
             # Several server workers each run their own model: OpenVINO's default pins a process's
             # inference threads to the first cores, so two one-thread workers shared one core
             # (16 clients, 2 cores: 55 predictions/s, 1.1 cores busy; unpinned: 101-118/s, 1.9 cores).
-            # Each of the `model_threads` batches running at once may use `call_threads` threads,
-            # one on the fixed shapes of several rows.
-            config["ENABLE_CPU_PINNING"] = "NO"
-            batch_config = {**config, "INFERENCE_NUM_THREADS": str(model_threads)}
+            # Each of the `model_threads` batches running at once may use `call_threads` threads.
             config["INFERENCE_NUM_THREADS"] = str(model_threads * call_threads)
+            config["ENABLE_CPU_PINNING"] = "NO"
         self.precision = precision
         core = ov.Core()
         model = core.read_model(str(model_dir / FAST_MODEL_FILE))
@@ -114,7 +104,7 @@ class FastModel:
         for rows, pieces in sorted(set(static_shapes), key=lambda shape: (shape[0] * shape[1], shape)):
             fixed = model.clone()
             fixed.reshape({name: [rows, pieces] for name in MODEL_INPUTS})
-            self.static[(rows, pieces)] = core.compile_model(fixed, "CPU", config if rows == 1 else batch_config)
+            self.static[(rows, pieces)] = core.compile_model(fixed, "CPU", config)
         if self.static:
             seconds = time.perf_counter() - started
             log.info("fast model compiled for %d fixed shapes in %.1f s", len(self.static), seconds)
