@@ -360,12 +360,10 @@ class ModelBundle:
         width = len(self.aspects) * self.evidence_length
         return rows[:, -width:].reshape(len(rows), len(self.aspects), self.evidence_length)
 
-    def evidence(
-        self, text: str, attention: np.ndarray, aspects: Collection[str] | None = None
-    ) -> dict[str, list[str]]:
-        """Per aspect (all the model's, or only `aspects`), the words of a prepared text its head weighs most
-        (``explain.evidence``); `attention` is the text's :meth:`split_attention`."""
-        heads = [index for index, name in enumerate(self.aspects) if aspects is None or name in aspects]
+    def evidence(self, text: str, attention: np.ndarray, aspects: Collection[str]) -> dict[str, list[str]]:
+        """For each of `aspects` (callers name those found in the text), the words of a prepared text its head
+        weighs most (``explain.evidence``); `attention` is the text's :meth:`split_attention`."""
+        heads = [index for index, name in enumerate(self.aspects) if name in aspects]
         return evidence_words(self.encoder, text, attention[heads], [self.aspects[index] for index in heads])
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
