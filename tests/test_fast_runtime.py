@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -9,10 +11,10 @@ from helpers import toy_feedback
 from peru_sentiment.errors import ConfigError, DataError
 from peru_sentiment.export import bundle as bundle_module
 from peru_sentiment.export.bundle import BundleError, export_trained_model, load_bundle, verify_bundle
-from peru_sentiment.export.fast_runtime import FastModel
+from peru_sentiment.export.fast_runtime import FAST_MODEL_DIR, FAST_MODEL_FILE, FastModel
 from peru_sentiment.serving.settings import load_settings
 
-pytest.importorskip("openvino")
+openvino = pytest.importorskip("openvino")
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +60,12 @@ def test_export_ships_a_gated_fast_model_and_predictions_use_it(fast_export, tin
 
 
 def test_the_fast_model_in_float32_reproduces_the_saved_model(fast_export):
+    """Also after its layer norms were rewritten as OpenVINO's MVN op (``fuse_layer_norms``)."""
     summary, _ = fast_export
     bundle = load_bundle(summary["path"], runtime="tensorflow")
+    graph = openvino.Core().read_model(str(bundle.directory / FAST_MODEL_DIR / FAST_MODEL_FILE))
+    operations = Counter(node.get_type_name() for node in graph.get_ordered_ops())
+    assert operations["MVN"] > 0 and operations["SquaredDifference"] == 0  # every norm rewritten
     float32 = FastModel(bundle.directory / "openvino", "f32")
     batch = {"token_ids": np.array([[2, 40, 41, 3], [2, 50, 3, 0]], np.int32)}
     batch["padding_mask"] = (np.arange(4) < np.array([[4], [3]])).astype(np.int32)

@@ -57,8 +57,69 @@ def convert_saved_model(saved_model_dir: Path, out_dir: Path) -> Path:
     loaded = tf.saved_model.load(str(saved_model_dir))  # kept alive: the signature refers to its variables
     out_dir.mkdir(parents=True, exist_ok=True)
     converted = ov.convert_model(loaded.signatures["serving_default"])
+    log.info("fast model: %d layer norms rewritten as MVN", fuse_layer_norms(converted))
     ov.save_model(converted, str(out_dir / FAST_MODEL_FILE), compress_to_fp16=False)
     return out_dir / FAST_MODEL_FILE
+
+
+def fuse_layer_norms(model) -> int:
+    """Rewrite each Keras layer norm in the converted `model` as OpenVINO's MVN op times gamma plus beta.
+
+    Keras computes ``x * inv + (beta - mean * inv)`` with ``inv = gamma / sqrt(variance + eps)``, a form
+    OpenVINO's own fusions do not recognise, so its CPU plugin ran about ten small operations per norm,
+    with layout reorders between them. As one MVN kernel the e5-small call is ~1.2x faster (bf16, one
+    thread, batches of 1 and 4 texts); in float32 the outputs agree within 1.3e-6. Returns the count.
+    """
+    import openvino.opset13 as ops
+
+    def users(node) -> list:
+        return [target.get_node() for target in node.output(0).get_target_inputs()]
+
+    def only_user(node, kind: str):
+        found = users(node)
+        return found[0] if len(found) == 1 and found[0].get_type_name() == kind else None
+
+    rewritten = 0
+    for squared in [node for node in model.get_ordered_ops() if node.get_type_name() == "SquaredDifference"]:
+        x, mean = squared.input_value(0), squared.input_value(1)
+        if mean.get_node().get_type_name() != "ReduceMean" or mean.get_node().input_value(0) != x:
+            continue
+        variance = only_user(squared, "ReduceMean")
+        plus_eps = variance and only_user(variance, "Add")
+        rsqrt = plus_eps and only_user(plus_eps, "Power")
+        inv = rsqrt and only_user(rsqrt, "Multiply")  # gamma / sqrt(variance + eps)
+        if inv is None:
+            continue
+        scaled = [user for user in users(inv) if x in (user.input_value(0), user.input_value(1))]
+        total = len(scaled) == 1 and only_user(scaled[0], "Add")  # x * inv + (beta - mean * inv)
+        if not total:
+            continue
+        shift = next(value.get_node() for value in total.input_values() if value.get_node() is not scaled[0])
+        beta = [value for value in shift.input_values() if value.get_node().get_type_name() == "Constant"]
+        eps, exponent = plus_eps.input_value(1).get_node(), rsqrt.input_value(1).get_node()
+        if (
+            shift.get_type_name() != "Add"
+            or len(beta) != 1
+            or not _is_constant(eps)
+            or not _is_constant(exponent, -0.5)
+        ):
+            continue
+        gamma = next(value for value in inv.input_values() if value.get_node() is not rsqrt)
+        axes = mean.get_node().input_value(1)  # the axes the norm's mean is taken over
+        normalized = ops.mvn(x, axes, True, float(eps.get_data().reshape(-1)[0]), "inside_sqrt")
+        result = ops.add(ops.multiply(normalized, gamma), beta[0])
+        result.set_friendly_name(total.get_friendly_name())
+        total.output(0).replace(result.output(0))
+        rewritten += 1
+    model.validate_nodes_and_infer_types()
+    return rewritten
+
+
+def _is_constant(node, value: float | None = None) -> bool:
+    """`node` is a one-element constant (equal to `value`, when given)."""
+    if node.get_type_name() != "Constant" or node.get_data().size != 1:
+        return False
+    return value is None or float(node.get_data().reshape(-1)[0]) == value
 
 
 class FastModel:
