@@ -66,7 +66,7 @@ def test_the_fast_model_in_float32_reproduces_the_saved_model(fast_export):
     graph = openvino.Core().read_model(str(bundle.directory / FAST_MODEL_DIR / FAST_MODEL_FILE))
     operations = Counter(node.get_type_name() for node in graph.get_ordered_ops())
     assert operations["MVN"] > 0 and operations["SquaredDifference"] == 0  # every norm rewritten
-    float32 = FastModel(bundle.directory / "openvino", "f32")
+    float32 = FastModel(bundle.directory / FAST_MODEL_DIR, "f32")
     batch = {"token_ids": np.array([[2, 40, 41, 3], [2, 50, 3, 0]], np.int32)}
     batch["padding_mask"] = (np.arange(4) < np.array([[4], [3]])).astype(np.int32)
     np.testing.assert_allclose(float32(batch), bundle._probabilities(batch), atol=1e-5)

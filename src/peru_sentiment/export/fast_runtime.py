@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -28,6 +29,9 @@ from sklearn.metrics import f1_score
 from peru_sentiment.errors import DataError
 from peru_sentiment.model.inputs import TextEncoder, predict_texts, split_outputs
 from peru_sentiment.schema import ASPECT_POLARITIES
+
+if TYPE_CHECKING:
+    import openvino as ov
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def convert_saved_model(saved_model_dir: Path, out_dir: Path) -> Path:
     return out_dir / FAST_MODEL_FILE
 
 
-def fuse_layer_norms(model) -> int:
+def fuse_layer_norms(model: ov.Model) -> int:
     """Rewrite each Keras layer norm in the converted `model` as OpenVINO's MVN op times gamma plus beta.
 
     Keras computes ``x * inv + (beta - mean * inv)`` with ``inv = gamma / sqrt(variance + eps)``, a form
@@ -115,7 +119,7 @@ def fuse_layer_norms(model) -> int:
     return rewritten
 
 
-def _is_constant(node, value: float | None = None) -> bool:
+def _is_constant(node: ov.Node, value: float | None = None) -> bool:
     """`node` is a one-element constant (equal to `value`, when given)."""
     if node.get_type_name() != "Constant" or node.get_data().size != 1:
         return False
